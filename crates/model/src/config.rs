@@ -1,0 +1,126 @@
+//! Typed architecture configuration: what a checkpoint must record to be rebuilt.
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ModelError, Result};
+
+/// The pointwise non-linearity between the two convolutions of each residual block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// `ELU(t) = t` for `t > 0`, `eᵗ − 1` otherwise: the GS-DRUNet of the ICLR 2022 paper.
+    Elu,
+    /// `Softplus(t) = log(1 + eᵗ)` (β = 1, threshold 20 as in PyTorch): twice
+    /// differentiable, required by the Prox-DRUNet (its Hessian is penalised).
+    Softplus,
+    /// `ReLU`, only for the ablation: `g_σ` is then not C², so the PnP proofs do not apply.
+    Relu,
+}
+
+impl std::str::FromStr for Activation {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "elu" | "e" => Ok(Activation::Elu),
+            "softplus" | "s" => Ok(Activation::Softplus),
+            "relu" | "r" => Ok(Activation::Relu),
+            other => Err(ModelError::Invalid(format!(
+                "unknown activation `{other}` (expected elu, softplus or relu)"
+            ))),
+        }
+    }
+}
+
+/// Whether a checkpoint holds a plain gradient-step denoiser or one fine-tuned so that
+/// `‖∇²g_σ‖ < 1` (then `D_σ` is a proximal operator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DenoiserKind {
+    /// Gradient-Step denoiser `D_σ = I − ∇g_σ` (Hurault et al., ICLR 2022).
+    Gs,
+    /// Proximal denoiser: a Softplus GS denoiser trained with the spectral-norm penalty
+    /// (Hurault et al., ICML 2022).
+    Prox,
+}
+
+impl std::str::FromStr for DenoiserKind {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "gs" => Ok(DenoiserKind::Gs),
+            "prox" => Ok(DenoiserKind::Prox),
+            other => Err(ModelError::Invalid(format!(
+                "unknown denoiser kind `{other}` (expected gs or prox)"
+            ))),
+        }
+    }
+}
+
+/// Architecture of the DRUNet "light" network `N_σ`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrunetConfig {
+    /// Image channels: 3 for colour, 1 for gray. The network sees one more (the σ map).
+    pub channels: i64,
+    /// Feature widths of the four scales, finest first. The paper: 64, 128, 256, 512.
+    pub widths: [i64; 4],
+    /// Residual blocks per scale (in each encoder, decoder and the body). The paper: 2.
+    pub blocks: usize,
+    /// Non-linearity of the residual blocks.
+    pub activation: Activation,
+}
+
+impl Default for DrunetConfig {
+    /// The published GS-DRUNet: colour, widths 64/128/256/512, 2 blocks, ELU.
+    fn default() -> Self {
+        DrunetConfig {
+            channels: 3,
+            widths: [64, 128, 256, 512],
+            blocks: 2,
+            activation: Activation::Elu,
+        }
+    }
+}
+
+impl DrunetConfig {
+    /// The tiny widths (8, 16, 32, 64) used by the reference vectors and the CPU tests.
+    pub fn tiny(activation: Activation) -> Self {
+        DrunetConfig {
+            widths: [8, 16, 32, 64],
+            activation,
+            ..Default::default()
+        }
+    }
+
+    /// Checks the values a network can be built with.
+    pub fn validate(&self) -> Result<()> {
+        if self.channels != 1 && self.channels != 3 {
+            return Err(ModelError::Invalid(format!(
+                "channels must be 1 (gray) or 3 (colour), got {}",
+                self.channels
+            )));
+        }
+        if self.widths.iter().any(|&w| w <= 0) {
+            return Err(ModelError::Invalid(format!(
+                "widths must be positive, got {:?}",
+                self.widths
+            )));
+        }
+        if self.blocks == 0 {
+            return Err(ModelError::Invalid("blocks must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Number of scalar parameters of the network (no biases anywhere).
+    pub fn parameter_count(&self) -> i64 {
+        let [w1, w2, w3, w4] = self.widths;
+        let c = self.channels;
+        let b = self.blocks as i64;
+        let res = |w: i64| 2 * w * w * 9;
+        (c + 1) * w1 * 9
+            + c * w1 * 9
+            + 2 * b * (res(w1) + res(w2) + res(w3))
+            + b * res(w4)
+            + 2 * 4 * (w1 * w2 + w2 * w3 + w3 * w4)
+    }
+}

@@ -1,0 +1,215 @@
+//! The Gradient-Step denoiser `D_σ = I − ∇g_σ` (Hurault, Leclaire, Papadakis, ICLR 2022).
+//!
+//! With `N_σ` the DRUNet of [`crate::Drunet`]:
+//! - potential: `g_σ(x) = ½‖x − N_σ(x)‖²` (per image);
+//! - gradient: `∇g_σ(x) = x − N_σ(x) − J_N(x)ᵀ(x − N_σ(x))`;
+//! - denoiser: `D_σ(x) = x − ∇g_σ(x) = N_σ(x) + J_N(x)ᵀ(x − N_σ(x))`;
+//! - Hessian-vector product: `∇²g_σ(x)·v`, by differentiating `⟨∇g_σ(x), v⟩` in `x`
+//!   (the Hessian is symmetric, so this is also `vᵀ∇²g_σ(x)`).
+//!
+//! `J_Nᵀ r` is computed by default with the explicit adjoint pass ([`GradMethod::Adjoint`]),
+//! which makes `∇g_σ` an ordinary forward graph; [`GradMethod::Autograd`] computes it with
+//! autograd (double backward when training) and is kept as the reference.
+use tch::{Kind, Tensor};
+
+use crate::drunet::Drunet;
+use crate::error::{ModelError, Result};
+use crate::sigma::Sigma;
+
+/// Whether a computation keeps a graph for training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Graph {
+    /// No graph is kept: results are detached and memory does not grow over calls.
+    Inference,
+    /// The result is differentiable with respect to the network parameters (and `x`):
+    /// what training through `D_σ` needs.
+    Training,
+}
+
+/// How `J_N(x)ᵀ r` is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GradMethod {
+    /// Explicit adjoint pass: first-order autograd suffices for training.
+    #[default]
+    Adjoint,
+    /// Autograd vector-Jacobian product (double backward for training): the reference.
+    Autograd,
+}
+
+/// `∇g_σ` at a point, kept with its graph so that many Hessian-vector products can be
+/// taken at the same `x` (power iteration, Lanczos).
+#[derive(Debug)]
+pub struct GradientAt {
+    x: Tensor,
+    grad: Tensor,
+}
+
+impl GradientAt {
+    /// `∇g_σ(x)` (still attached to the graph).
+    pub fn grad(&self) -> &Tensor {
+        &self.grad
+    }
+
+    /// `∇²g_σ(x)·v` for `v` of `x`'s shape. With [`Graph::Training`] the product is itself
+    /// differentiable (the final, penalised product of the Prox training); with
+    /// [`Graph::Inference`] it is detached. The graph of `∇g_σ` is kept for further products.
+    pub fn hessian_vector_product(&self, v: &Tensor, graph: Graph) -> Result<Tensor> {
+        let inner = self.grad.f_mul(v)?.f_sum(self.grad.kind())?;
+        let train = graph == Graph::Training;
+        let mut hv = Tensor::f_run_backward(&[inner], &[&self.x], true, train)?;
+        let hv = hv
+            .pop()
+            .ok_or_else(|| ModelError::Invalid("empty backward".into()))?;
+        Ok(if train { hv } else { hv.f_detach()? })
+    }
+}
+
+/// The gradient-step denoiser over a DRUNet.
+#[derive(Debug)]
+pub struct GradientStepDenoiser {
+    net: Drunet,
+    method: GradMethod,
+}
+
+impl GradientStepDenoiser {
+    /// Wraps a network; `∇g_σ` uses the explicit adjoint.
+    pub fn new(net: Drunet) -> Self {
+        GradientStepDenoiser {
+            net,
+            method: GradMethod::default(),
+        }
+    }
+
+    /// Chooses how `J_Nᵀ r` is computed.
+    pub fn with_method(mut self, method: GradMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The method in use.
+    pub fn method(&self) -> GradMethod {
+        self.method
+    }
+
+    /// The network `N_σ`.
+    pub fn network(&self) -> &Drunet {
+        &self.net
+    }
+
+    /// Mutable access to the network (loading weights, changing device or precision).
+    pub fn network_mut(&mut self) -> &mut Drunet {
+        &mut self.net
+    }
+
+    /// `N_σ(x)` alone (what the paper compares `D_σ` against).
+    pub fn network_output(&self, x: &Tensor, sigma: &Sigma, graph: Graph) -> Result<Tensor> {
+        match graph {
+            Graph::Inference => tch::no_grad(|| self.net.forward(x, sigma)),
+            Graph::Training => self.net.forward(x, sigma),
+        }
+    }
+
+    /// `g_σ(x) = ½‖x − N_σ(x)‖²`, one value per image (shape `[B]`).
+    pub fn potential(&self, x: &Tensor, sigma: &Sigma, graph: Graph) -> Result<Tensor> {
+        let n = self.network_output(x, sigma, graph)?;
+        half_squared_norm(&x.f_sub(&n)?)
+    }
+
+    /// `∇g_σ(x)`.
+    pub fn grad(&self, x: &Tensor, sigma: &Sigma, graph: Graph) -> Result<Tensor> {
+        Ok(self.potential_and_grad(x, sigma, graph)?.1)
+    }
+
+    /// `D_σ(x) = x − ∇g_σ(x)`.
+    pub fn denoise(&self, x: &Tensor, sigma: &Sigma, graph: Graph) -> Result<Tensor> {
+        let g = self.grad(x, sigma, graph)?;
+        Ok(x.f_sub(&g)?)
+    }
+
+    /// `(g_σ(x), ∇g_σ(x))` from one forward pass: what GS-PnP needs at every iteration.
+    pub fn potential_and_grad(
+        &self,
+        x: &Tensor,
+        sigma: &Sigma,
+        graph: Graph,
+    ) -> Result<(Tensor, Tensor)> {
+        match (self.method, graph) {
+            (GradMethod::Adjoint, Graph::Inference) => tch::no_grad(|| self.adjoint_grad(x, sigma)),
+            (GradMethod::Adjoint, Graph::Training) => self.adjoint_grad(x, sigma),
+            (GradMethod::Autograd, _) => {
+                let xg = leaf_requiring_grad(x, graph)?;
+                let (pot, grad) = self.autograd_grad(&xg, sigma, graph == Graph::Training)?;
+                Ok(match graph {
+                    Graph::Inference => (pot.f_detach()?, grad.f_detach()?),
+                    Graph::Training => (pot, grad),
+                })
+            }
+        }
+    }
+
+    /// `∇²g_σ(x)·v`.
+    pub fn hessian_vector_product(
+        &self,
+        x: &Tensor,
+        sigma: &Sigma,
+        v: &Tensor,
+        graph: Graph,
+    ) -> Result<Tensor> {
+        self.gradient_at(x, sigma)?.hessian_vector_product(v, graph)
+    }
+
+    /// `∇g_σ(x)` with the graph needed for Hessian-vector products at `x`. If `x` already
+    /// requires grad it is used as is (so products can reach earlier parts of a graph);
+    /// otherwise a leaf copy is made.
+    pub fn gradient_at(&self, x: &Tensor, sigma: &Sigma) -> Result<GradientAt> {
+        let x = leaf_requiring_grad(x, Graph::Training)?;
+        let grad = match self.method {
+            GradMethod::Adjoint => self.adjoint_grad(&x, sigma)?.1,
+            GradMethod::Autograd => self.autograd_grad(&x, sigma, true)?.1,
+        };
+        Ok(GradientAt { x, grad })
+    }
+
+    /// `r = x − N(x)`, `∇g = r − J_Nᵀ r` with the explicit adjoint.
+    fn adjoint_grad(&self, x: &Tensor, sigma: &Sigma) -> Result<(Tensor, Tensor)> {
+        let (n, cache) = self.net.forward_cached(x, sigma)?;
+        let r = x.f_sub(&n)?;
+        let jt_r = self.net.adjoint(cache, &r)?;
+        Ok((half_squared_norm(&r)?, r.f_sub(&jt_r)?))
+    }
+
+    /// `∇g` as the autograd gradient of `Σ_b g_σ(x_b)` with respect to `x` (which must
+    /// require grad); `create_graph` keeps it differentiable (double backward).
+    fn autograd_grad(
+        &self,
+        x: &Tensor,
+        sigma: &Sigma,
+        create_graph: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let n = self.net.forward(x, sigma)?;
+        let pot = half_squared_norm(&x.f_sub(&n)?)?;
+        let total = pot.f_sum(pot.kind())?;
+        let mut g = Tensor::f_run_backward(&[total], &[x], create_graph, create_graph)?;
+        let g = g
+            .pop()
+            .ok_or_else(|| ModelError::Invalid("empty backward".into()))?;
+        Ok((pot, g))
+    }
+}
+
+/// `½‖r_b‖²` for each image `b` of a `[B, C, H, W]` tensor.
+fn half_squared_norm(r: &Tensor) -> Result<Tensor> {
+    Ok(r.f_square()?
+        .f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, None::<Kind>)?
+        .f_mul_scalar(0.5)?)
+}
+
+/// `x` itself if it already requires grad and a graph is wanted; otherwise a detached
+/// leaf that requires grad.
+fn leaf_requiring_grad(x: &Tensor, graph: Graph) -> Result<Tensor> {
+    if graph == Graph::Training && x.requires_grad() {
+        Ok(x.shallow_clone())
+    } else {
+        Ok(x.f_detach()?.set_requires_grad(true))
+    }
+}

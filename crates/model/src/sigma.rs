@@ -1,0 +1,111 @@
+//! The noise level `σ` given to the network as an extra constant input channel.
+use tch::{Kind, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// The noise level `σ`, on the `[0, 1]` image scale (i.e. `ν/255` for a level `ν` on
+/// the 0–255 scale). The network receives it as one extra input channel.
+#[derive(Debug)]
+pub enum Sigma {
+    /// One `σ` for the whole batch.
+    Scalar(f64),
+    /// One `σ` per image of the batch (length `B`).
+    PerImage(Vec<f64>),
+    /// A per-pixel map of shape `[B, 1, H, W]` (or `[1, 1, H, W]`, broadcast over the batch).
+    Map(Tensor),
+}
+
+impl Sigma {
+    /// `σ = level / 255` for a level on the 0–255 scale.
+    pub fn from_255(level: f64) -> Self {
+        Sigma::Scalar(level / 255.0)
+    }
+
+    /// A shallow copy (tensors share storage).
+    pub fn shallow_clone(&self) -> Self {
+        match self {
+            Sigma::Scalar(s) => Sigma::Scalar(*s),
+            Sigma::PerImage(v) => Sigma::PerImage(v.clone()),
+            Sigma::Map(t) => Sigma::Map(t.shallow_clone()),
+        }
+    }
+
+    /// Selects the images `index` of a batch (for batched algorithms that drop finished problems).
+    pub fn select(&self, index: &[i64]) -> Result<Self> {
+        Ok(match self {
+            Sigma::Scalar(s) => Sigma::Scalar(*s),
+            Sigma::PerImage(v) => Sigma::PerImage(
+                index
+                    .iter()
+                    .map(|&i| {
+                        v.get(i as usize)
+                            .copied()
+                            .ok_or_else(|| ModelError::Invalid(format!("σ index {i} out of range")))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            Sigma::Map(t) if t.size()[0] == 1 => Sigma::Map(t.shallow_clone()),
+            Sigma::Map(t) => {
+                let idx = Tensor::f_from_slice(index)?.f_to_device(t.device())?;
+                Sigma::Map(t.f_index_select(0, &idx)?)
+            }
+        })
+    }
+
+    /// The `[B, 1, H, W]` channel for an input of `shape = [B, C, H, W]`, on the device and
+    /// in the precision of `like`.
+    pub fn channel(&self, shape: &[i64], like: &Tensor) -> Result<Tensor> {
+        let (b, h, w) = (shape[0], shape[2], shape[3]);
+        let opts = (like.f_kind()?, like.device());
+        match self {
+            Sigma::Scalar(s) => Ok(Tensor::f_full([b, 1, h, w], *s, opts)?),
+            Sigma::PerImage(v) => {
+                if v.len() as i64 != b {
+                    return Err(ModelError::Invalid(format!(
+                        "{} noise levels given for a batch of {b} images",
+                        v.len()
+                    )));
+                }
+                Ok(Tensor::f_from_slice(v)?
+                    .f_to_kind(opts.0)?
+                    .f_to_device(opts.1)?
+                    .f_view([b, 1, 1, 1])?
+                    .f_expand([b, 1, h, w], false)?)
+            }
+            Sigma::Map(t) => {
+                let s = t.size();
+                if s.len() != 4 || s[1] != 1 || s[2] != h || s[3] != w || (s[0] != 1 && s[0] != b) {
+                    return Err(ModelError::Invalid(format!(
+                        "σ map has shape {s:?}, expected [{b} or 1, 1, {h}, {w}]"
+                    )));
+                }
+                Ok(t.f_to_kind(opts.0)?
+                    .f_to_device(opts.1)?
+                    .f_expand([b, 1, h, w], false)?)
+            }
+        }
+    }
+
+    /// The per-image `σ` values as a `[B]` tensor of `kind` on `device`, for scalar and
+    /// per-image levels (a map has no single value per image: its mean is used).
+    pub fn per_image(&self, batch: i64, like: &Tensor) -> Result<Tensor> {
+        let opts = (like.f_kind()?, like.device());
+        match self {
+            Sigma::Scalar(s) => Ok(Tensor::f_full([batch], *s, opts)?),
+            Sigma::PerImage(v) => Ok(Tensor::f_from_slice(v)?
+                .f_to_kind(opts.0)?
+                .f_to_device(opts.1)?),
+            Sigma::Map(t) => Ok(t
+                .f_mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)?
+                .f_to_kind(opts.0)?
+                .f_to_device(opts.1)?
+                .f_expand([batch], false)?),
+        }
+    }
+}
+
+impl From<f64> for Sigma {
+    fn from(s: f64) -> Self {
+        Sigma::Scalar(s)
+    }
+}
