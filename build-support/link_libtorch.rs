@@ -21,6 +21,19 @@ fn main() {
         println!("cargo:rustc-link-arg=-ltorch_cuda");
     }
     println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    // torch/version.py beside torch/lib: `__version__ = '2.11.0+cu130'`.
+    if let Some(version) = lib
+        .parent()
+        .and_then(|torch| std::fs::read_to_string(torch.join("version.py")).ok())
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("__version__ = ")
+                    .map(|v| v.trim_matches(['\'', '"']).to_string())
+            })
+        })
+    {
+        println!("cargo:rustc-env=GRADSTEP_LIBTORCH_VERSION={version}");
+    }
     // Lets the binaries find the Python of the same venv (checkpoint import, TensorBoard).
     if let Some(venv) = lib.ancestors().find(|p| p.join("bin/python").exists()) {
         println!(

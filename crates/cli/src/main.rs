@@ -1,1 +1,52 @@
-fn main() {}
+//! `gradstep`: train Gradient-Step / Proximal denoisers and run convergent Plug-and-Play.
+//!
+//! This binary only parses arguments, validates them into the libraries' typed configs,
+//! and reports errors: one line, the whole chain, exit code 1.
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod common;
+
+/// Gradient-Step and Proximal denoisers, and the Plug-and-Play algorithms built on them.
+#[derive(Debug, Parser)]
+#[command(name = "gradstep", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// libtorch version, CUDA / cuDNN availability, devices and threads.
+    Info,
+    /// Denoise an image with a checkpoint (optionally adding noise first).
+    Denoise(cmd::denoise::Args),
+    /// Convert a published PyTorch checkpoint (GS-DRUNet / Prox-DRUNet) to gradstep's format.
+    Import(cmd::import::Args),
+    /// Benchmarks (printed as ratios against the PyTorch anchor when it is given).
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Info => cmd::info::run(),
+        Command::Denoise(a) => cmd::denoise::run(a),
+        Command::Import(a) => cmd::import::run(a),
+        Command::Bench(b) => cmd::bench::run(b),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("gradstep: error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}

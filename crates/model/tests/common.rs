@@ -14,9 +14,15 @@ pub fn shared_dir() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() == Ok("1") {
-        panic!("GRADSTEP_REQUIRE_SHARED=1 but {} has no reference/", dir.display());
+        panic!(
+            "GRADSTEP_REQUIRE_SHARED=1 but {} has no reference/",
+            dir.display()
+        );
     }
-    eprintln!("skipping: no shared data at {} (set GRADSTEP_SHARED)", dir.display());
+    eprintln!(
+        "skipping: no shared data at {} (set GRADSTEP_SHARED)",
+        dir.display()
+    );
     None
 }
 

@@ -1,0 +1,194 @@
+//! `gradstep bench …`: timings of our code beside the PyTorch anchor run in the same call.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gradstep_model::{
+    Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, Sigma,
+};
+use gradstep_train::{Adam, AdamConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::common;
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub enum Bench {
+    /// ∇g of one 256² colour image and one GS training step (batch 16 of 128²), full model.
+    Model(ModelArgs),
+}
+
+/// Arguments of `gradstep bench model`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    device: Option<String>,
+    /// Timed repetitions (median reported); default 20 on a GPU, 2 on the CPU.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// `anchor_deepinv.py` to run in the same call for the PyTorch numbers.
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+    /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
+    #[arg(long, default_value = "python3")]
+    anchor_python: PathBuf,
+}
+
+/// Runs a benchmark.
+pub fn run(b: Bench) -> anyhow::Result<()> {
+    match b {
+        Bench::Model(a) => model(a),
+    }
+}
+
+/// Waits for the device to finish its queued work.
+pub fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Median milliseconds of `f` over `reps` runs after `warm` warm-ups.
+pub fn time_ms(
+    device: Device,
+    warm: usize,
+    reps: usize,
+    mut f: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<f64> {
+    let mut ts = Vec::with_capacity(reps);
+    for i in 0..warm + reps {
+        sync(device);
+        let t0 = Instant::now();
+        f()?;
+        sync(device);
+        if i >= warm {
+            ts.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    ts.sort_by(f64::total_cmp);
+    Ok(ts[ts.len() / 2])
+}
+
+/// Runs `anchor_deepinv.py MODE --device D [extra…]` and returns its `anchor <metric> <value>` lines.
+pub fn run_anchor(
+    python: &Path,
+    anchor: &Path,
+    mode: &str,
+    device: Device,
+    extra: &[String],
+) -> anyhow::Result<Vec<(String, f64)>> {
+    let dev = match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        _ => "cpu".to_string(),
+    };
+    let out = Command::new(python)
+        .arg(anchor)
+        .arg(mode)
+        .args(["--device", &dev])
+        .args(extra)
+        .output()
+        .with_context(|| format!("cannot run {} {}", python.display(), anchor.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {mode} failed: {}",
+            anchor.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            match (it.next(), it.next(), it.next().map(str::parse::<f64>)) {
+                (Some("anchor"), Some(k), Some(Ok(v))) => Some((k.to_string(), v)),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
+fn model(a: ModelArgs) -> anyhow::Result<()> {
+    let device = common::parse_device(a.device.as_deref())?;
+    let gpu = device.is_cuda();
+    if gpu {
+        tch::Cuda::cudnn_set_benchmark(true);
+    } else {
+        println!(
+            "note: no GPU in use: timing the full model on the CPU ({} threads)",
+            tch::get_num_threads()
+        );
+    }
+    let reps = a.reps.unwrap_or(if gpu { 20 } else { 2 });
+    let warm = if gpu { 3 } else { 1 };
+    tch::manual_seed(0);
+    let net = Drunet::new(
+        &DrunetConfig {
+            activation: Activation::Elu,
+            ..Default::default()
+        },
+        device,
+    )?;
+    let mut den = GradientStepDenoiser::new(net);
+    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
+    let xb = Tensor::f_rand([16, 3, 128, 128], (Kind::Float, device))?;
+    let mut rows = Vec::new();
+    for method in [GradMethod::Adjoint, GradMethod::Autograd] {
+        den = den.with_method(method);
+        let grad_ms = time_ms(device, warm, reps, || {
+            den.grad(&x, &sigma, Graph::Inference)?
+                .f_sum(Kind::Float)?
+                .f_double_value(&[])?;
+            Ok(())
+        })?;
+        let params = den.network().var_store().variables().into_iter().collect();
+        let mut adam = Adam::new(params, AdamConfig::default())?;
+        let train_reps = if gpu { reps } else { 1 };
+        let step_ms = time_ms(device, warm, train_reps, || {
+            let noisy = xb.f_add(&xb.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
+            let d = den.denoise(&noisy, &sigma, Graph::Training)?;
+            let loss = d.f_sub(&xb)?.f_square()?.f_mean(Kind::Float)?;
+            adam.zero_grad()?;
+            loss.f_backward()?;
+            adam.clip_grad_norm(1e-2)?;
+            adam.step()?;
+            Ok(())
+        })?;
+        println!("ours ({method:?}): grad_256_ms {grad_ms:.3}  train_step_b16_128_ms {step_ms:.3}");
+        rows.push((method, grad_ms, step_ms));
+    }
+    let (ours_grad, ours_step) = (rows[0].1, rows[0].2);
+    let Some(anchor) = a.anchor else {
+        println!("no --anchor given: PyTorch anchor not run");
+        println!("bench-model speedup n/a");
+        return Ok(());
+    };
+    let got = run_anchor(
+        &a.anchor_python,
+        &anchor,
+        "model",
+        device,
+        &["--reps".into(), reps.to_string()],
+    )?;
+    let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let (Some(pg), Some(ps)) = (get("grad_256_ms"), get("train_step_b16_128_ms")) else {
+        bail!("the anchor printed no grad_256_ms / train_step_b16_128_ms: {got:?}");
+    };
+    println!("| work | PyTorch (deepinv) ms | gradstep ms | speedup |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ∇g, 1×3×256² | {pg:.3} | {ours_grad:.3} | {:.2} |",
+        pg / ours_grad
+    );
+    println!(
+        "| GS train step, 16×3×128² | {ps:.3} | {ours_step:.3} | {:.2} |",
+        ps / ours_step
+    );
+    println!("bench-model speedup {:.3}", ps / ours_step);
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Small helpers shared by the subcommands: device choice, checkpoint loading, paths.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use gradstep_model::{Checkpoint, GradientStepDenoiser};
+use tch::{Device, Kind};
+
+/// Parses `cpu`, `cuda` or `cuda:N`; `None` means CUDA when available, else the CPU.
+pub fn parse_device(spec: Option<&str>) -> anyhow::Result<Device> {
+    match spec {
+        None => Ok(Device::cuda_if_available()),
+        Some("cpu") => Ok(Device::Cpu),
+        Some("cuda") => cuda(0),
+        Some(s) => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => bail!("unknown device `{s}` (expected cpu, cuda or cuda:N)"),
+        },
+    }
+}
+
+fn cuda(n: usize) -> anyhow::Result<Device> {
+    let count = tch::Cuda::device_count() as usize;
+    if n >= count {
+        bail!("device cuda:{n} requested but {count} CUDA device(s) are visible");
+    }
+    Ok(Device::Cuda(n))
+}
+
+/// Loads a gradstep checkpoint as a float32 denoiser on `device`.
+pub fn load_denoiser(
+    path: &Path,
+    device: Device,
+) -> anyhow::Result<(Checkpoint, GradientStepDenoiser)> {
+    let ckpt = Checkpoint::read(path)?;
+    let den = ckpt.denoiser(device, Kind::Float, path)?;
+    Ok((ckpt, den))
+}
+
+/// The Python interpreter of gradstep's venv: `$GRADSTEP_PYTHON`, else the one torch-sys
+/// built against, else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("GRADSTEP_PYTHON") {
+        return PathBuf::from(p);
+    }
+    match option_env!("GRADSTEP_BUILD_PYTHON") {
+        Some(p) if Path::new(p).exists() => PathBuf::from(p),
+        _ => PathBuf::from("python3"),
+    }
+}
+
+/// Creates `dir` (and parents), with the path in the error.
+pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
+}

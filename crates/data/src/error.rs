@@ -1,0 +1,34 @@
+//! The data crate's error type.
+use std::path::PathBuf;
+
+/// Errors of image I/O and data loading.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// A libtorch call failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A file could not be read, decoded or written.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file concerned.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An argument or configuration is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DataError {
+    pub(crate) fn file(path: impl Into<PathBuf>, reason: impl ToString) -> Self {
+        DataError::File {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T> = std::result::Result<T, DataError>;

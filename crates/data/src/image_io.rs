@@ -1,0 +1,105 @@
+//! The one image loader and writer: files ↔ `[1, C, H, W]` float tensors on `[0, 1]`.
+//!
+//! Gray, RGBA (alpha dropped), 16-bit and palette images are converted to the requested
+//! channel count: colour from gray replicates the channel; gray from colour uses the
+//! ITU-R BT.601 luma of the `image` crate.
+use std::path::Path;
+
+use image::{DynamicImage, GrayImage, ImageBuffer, Rgb, RgbImage};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{DataError, Result};
+
+/// Decodes `path` (PNG, JPEG, BMP, TIFF) into `[C, H, W]` floats on `[0, 1]`, row-major,
+/// as a plain vector with its height and width.
+pub fn decode(path: &Path, channels: i64) -> Result<(Vec<f32>, usize, usize)> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| DataError::file(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::file(path, e))?
+        .decode()
+        .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))?;
+    Ok(planar(&img, channels))
+}
+
+/// `img` as planar `[C, H, W]` floats on `[0, 1]`.
+pub fn planar(img: &DynamicImage, channels: i64) -> (Vec<f32>, usize, usize) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if channels == 1 {
+        let g = img.to_luma32f();
+        (g.into_raw(), h, w)
+    } else {
+        let rgb = img.to_rgb32f();
+        let raw = rgb.as_raw();
+        let mut out = vec![0f32; 3 * h * w];
+        for (i, px) in raw.chunks_exact(3).enumerate() {
+            out[i] = px[0];
+            out[h * w + i] = px[1];
+            out[2 * h * w + i] = px[2];
+        }
+        (out, h, w)
+    }
+}
+
+/// Loads an image as a `[1, C, H, W]` float32 tensor on `[0, 1]` on `device`.
+/// `channels` must be 1 (gray) or 3 (colour).
+pub fn load_image(path: &Path, channels: i64, device: Device) -> Result<Tensor> {
+    if channels != 1 && channels != 3 {
+        return Err(DataError::Invalid(format!(
+            "channels must be 1 or 3, got {channels}"
+        )));
+    }
+    let (data, h, w) = decode(path, channels)?;
+    Ok(Tensor::f_from_slice(&data)?
+        .f_view([1, channels, h as i64, w as i64])?
+        .f_to_device(device)?)
+}
+
+/// The number of channels of an image file without converting it (1 for gray, 3 otherwise).
+pub fn native_channels(path: &Path) -> Result<i64> {
+    let img = image::ImageReader::open(path)
+        .map_err(|e| DataError::file(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::file(path, e))?
+        .decode()
+        .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))?;
+    Ok(if img.color().has_color() { 3 } else { 1 })
+}
+
+/// Writes a `[1, C, H, W]` or `[C, H, W]` tensor (values clipped to `[0, 1]`, rounded to
+/// 8 bits) to `path`; the format follows the extension (PNG recommended: lossless).
+pub fn save_image(path: &Path, image: &Tensor) -> Result<()> {
+    let t = if image.dim() == 4 {
+        image.f_squeeze_dim(0)?
+    } else {
+        image.shallow_clone()
+    };
+    let s = t.size();
+    if s.len() != 3 || (s[0] != 1 && s[0] != 3) {
+        return Err(DataError::Invalid(format!(
+            "cannot save a tensor of shape {:?} as an image",
+            image.size()
+        )));
+    }
+    let (c, h, w) = (s[0], s[1] as u32, s[2] as u32);
+    let bytes = t
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_clamp(0.0, 1.0)?
+        .f_mul_scalar(255.0)?
+        .f_round()?
+        .f_to_kind(Kind::Uint8)?
+        .f_permute([1, 2, 0])?
+        .f_contiguous()?;
+    let raw = Vec::<u8>::try_from(&bytes.f_flatten(0, -1)?)?;
+    let dynimg = if c == 1 {
+        DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, raw).expect("size matches"))
+    } else {
+        let img: RgbImage = ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, raw).expect("size matches");
+        DynamicImage::ImageRgb8(img)
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::file(dir, e))?;
+    }
+    dynimg.save(path).map_err(|e| DataError::file(path, e))
+}
