@@ -23,7 +23,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::DrunetConfig;
 use crate::error::{ModelError, Result};
-use crate::res_block::{conv3x3, conv3x3_adjoint, ResBlock};
+use crate::res_block::{conv3x3, conv3x3_adjoint, pytorch_default_init, ResBlock};
 use crate::sigma::Sigma;
 
 /// Inputs are padded to a multiple of this (three stride-2 levels).
@@ -77,18 +77,25 @@ impl Drunet {
         config.validate()?;
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let init = nn::init::DEFAULT_KAIMING_UNIFORM;
         let [w1, w2, w3, w4] = config.widths;
         let widths = [w1, w2, w3, w4];
         let nb = config.blocks;
-        let head = (&root / "m_head").f_var("weight", &[w1, config.channels + 1, 3, 3], init)?;
+        let head = (&root / "m_head").f_var(
+            "weight",
+            &[w1, config.channels + 1, 3, 3],
+            pytorch_default_init((config.channels + 1) * 9),
+        )?;
         let mut down = Vec::new();
         for level in 0..3 {
             let p = &root / format!("m_down{}", level + 1);
             let (w, next) = (widths[level], widths[level + 1]);
             down.push(Stage {
                 blocks: blocks(&p, 0, nb, w, config)?,
-                resample: (&p / nb).f_var("weight", &[next, w, 2, 2], init)?,
+                resample: (&p / nb).f_var(
+                    "weight",
+                    &[next, w, 2, 2],
+                    pytorch_default_init(w * 4),
+                )?,
             });
         }
         let body = blocks(&(&root / "m_body"), 0, nb, w4, config)?;
@@ -97,11 +104,19 @@ impl Drunet {
             let p = &root / format!("m_up{}", level + 1);
             let (w, coarser) = (widths[level], widths[level + 1]);
             up.push(Stage {
-                resample: (&p / 0).f_var("weight", &[coarser, w, 2, 2], init)?,
+                resample: (&p / 0).f_var(
+                    "weight",
+                    &[coarser, w, 2, 2],
+                    pytorch_default_init(w * 4),
+                )?,
                 blocks: blocks(&p, 1, nb, w, config)?,
             });
         }
-        let tail = (&root / "m_tail").f_var("weight", &[config.channels, w1, 3, 3], init)?;
+        let tail = (&root / "m_tail").f_var(
+            "weight",
+            &[config.channels, w1, 3, 3],
+            pytorch_default_init(w1 * 9),
+        )?;
         Ok(Drunet {
             config: config.clone(),
             vs,

@@ -13,6 +13,18 @@ pub struct ResBlock {
     activation: Activation,
 }
 
+/// PyTorch's default convolution initialisation (`kaiming_uniform_(a = √5)`), i.e.
+/// `U(−1/√fan_in, 1/√fan_in)`, which the official GS-DRUNet training starts from.
+/// (tch's `DEFAULT_KAIMING_UNIFORM` uses the ReLU gain and is √6 times wider: through
+/// DRUNet's 30 convolutions that makes `N_σ` explode.)
+pub(crate) fn pytorch_default_init(fan_in: i64) -> nn::Init {
+    let bound = 1.0 / (fan_in as f64).sqrt();
+    nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
 /// 3×3 convolution with zero padding 1 and stride 1: `W * x`.
 pub(crate) fn conv3x3(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(x.f_conv2d(w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)?)
@@ -27,7 +39,7 @@ impl ResBlock {
     /// Creates (or names, for loading) the block's weights under `p`.
     pub fn new(p: &nn::Path, width: i64, activation: Activation) -> Result<Self> {
         let res = p / "res";
-        let init = nn::init::DEFAULT_KAIMING_UNIFORM;
+        let init = pytorch_default_init(width * 9);
         Ok(ResBlock {
             conv1: (&res / 0).f_var("weight", &[width, width, 3, 3], init)?,
             conv2: (&res / 2).f_var("weight", &[width, width, 3, 3], init)?,
