@@ -10,9 +10,85 @@ export LIBTORCH_USE_PYTORCH := 1
 export GRADSTEP_SHARED ?= $(abspath ../shared)
 CARGO ?= cargo
 
-.PHONY: build test
+.PHONY: build test bench bench-model bench-gpu
 build:
 	$(CARGO) build --release
 
 test:
 	$(CARGO) test --release --workspace
+	@if [ "$${GRADSTEP_SKIP_SLURM:-0}" = 1 ]; then echo "test-slurm: skipped (GRADSTEP_SKIP_SLURM=1)"; else $(MAKE) --no-print-directory test-slurm; fi
+
+# ∇g of one 256² image and one GS training step (full model) on this machine's device,
+# beside the PyTorch anchor (deepinv installed from ../shared/bench/wheels into the venv).
+bench-model: build
+	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+	target/release/gradstep bench model --anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
+
+# Every benchmark, each printed as a ratio against the anchor measured in the same run.
+bench: bench-model bench-data bench-prox bench-pnp
+
+# The GPU benchmarks (model, prox, pnp) and the anchor in one call, one table; last line
+# `bench-gpu min-speedup <ratio>`. Logs in runs/bench-gpu/.
+bench-gpu: build
+	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+	GRADSTEP_BIN=target/release/gradstep ANCHOR_PYTHON=$(VENV)/bin/python GRADSTEP_SHARED=$(GRADSTEP_SHARED) scripts/bench-gpu.sh
+
+# Training data: the scikit-image sample photographs into datasets/samples/{train,test}.
+.PHONY: data bench-data
+data:
+	scripts/fetch-samples.sh
+
+# Patches/s from PNG and from the decode-once cache vs the PyTorch DataLoader anchor
+# (needs torchvision + Pillow in the venv: installed here, matching torch 2.11.0).
+bench-data:
+	$(VENV)/bin/pip install --quiet --progress-bar off torchvision==0.26.0 pillow
+	$(CARGO) run --release -p gradstep-cli -- bench data \
+		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python
+
+# Training (issue 4). The paper's GS-DRUNet (CUDA when available); extra options in ARGS,
+# e.g. `make train-gs ARGS="--resume --set data.roots=[\"/data/train\"]"`.
+.PHONY: train-gs demo tensorboard
+train-gs:
+	$(CARGO) run --release -p gradstep-cli -- train --config configs/gs-drunet.json $(ARGS)
+
+# Fetches the sample photographs, trains a tiny GS model on the CPU for a few minutes,
+# denoises a held-out photograph and deblurs it with GS-PnP: everything in runs/demo/.
+demo:
+	CARGO="$(CARGO)" scripts/demo.sh
+
+# TensorBoard on runs/ (installed into the venv if an old venv lacks it).
+tensorboard:
+	@$(VENV)/bin/python -c 'import tensorboard' 2>/dev/null || $(VENV)/bin/pip install --quiet tensorboard
+	$(VENV)/bin/tensorboard --logdir runs
+
+# Prox-DRUNet (issue 5): fine-tune a Softplus GS checkpoint with the spectral-norm penalty.
+# The starting point is `init_from` in the config (a Softplus GS run, e.g.
+# `make train-gs ARGS="--set name=gs-drunet-softplus --set model.activation=softplus"`);
+# other options in ARGS, e.g. ARGS="--set init_from=path/to/gs-softplus.safetensors".
+.PHONY: train-prox bench-prox
+train-prox:
+	$(CARGO) run --release -p gradstep-cli -- train --config configs/prox-drunet.json $(ARGS)
+
+# One Prox training step (batch 16 of 128², full Softplus model): reference power iteration
+# vs Lanczos, and the PyTorch anchor in the same call. Last line: `bench-prox speedup <ratio>`.
+bench-prox:
+	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+	$(CARGO) run --release -p gradstep-cli -- bench prox \
+		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
+
+# PnP (issue 6): GS-PnP deblurring of CBSD10 (full model), batched vs one at a time vs the
+# deepinv anchor one at a time, in the same call (CUDA when available). On the CPU keep it
+# short: `make bench-pnp ARGS="--device cpu --tiny --count 2 --iters 5"`.
+# Last line: `bench-pnp speedup <ratio>`.
+.PHONY: bench-pnp
+bench-pnp:
+	$(CARGO) run --release -p gradstep-cli -- bench pnp --images $(GRADSTEP_SHARED)/data/CBSD10 \
+		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
+
+# Sweeps (issue 7): a real Slurm on localhost (installs slurm-wlm + munge with apt-get when
+# missing, needs root; skips with a message otherwise): a 4-shard sweep on a tiny model and
+# a SIGTERM-requeue-resume of a tiny training job (~4 minutes on 2 cores). `make test` runs it
+# too unless GRADSTEP_SKIP_SLURM=1.
+.PHONY: test-slurm
+test-slurm:
+	CARGO="$(CARGO)" tests/slurm/run.sh

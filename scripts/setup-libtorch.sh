@@ -12,7 +12,9 @@ set -euo pipefail
 TORCH_VERSION=2.11.0
 cache="${GRADSTEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gradstep}"
 venv="${GRADSTEP_VENV:-$cache/venv-torch-$TORCH_VERSION}"
-stamp="$venv/.gradstep-torch-ok"
+# The stamp names the package set: bump its suffix when the pip line changes, so
+# existing venvs install the new packages (2: + tensorboard).
+stamp="$venv/.gradstep-torch-ok-2"
 
 if [ -f "$stamp" ]; then
     echo "$venv"
@@ -32,7 +34,7 @@ fi
 echo "gradstep: installing torch==$TORCH_VERSION into $venv (once per machine, ~4.6 GB)" >&2
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-"$venv/bin/python" -m pip install --quiet --progress-bar off "torch==$TORCH_VERSION" numpy safetensors >&2
+"$venv/bin/python" -m pip install --quiet --progress-bar off "torch==$TORCH_VERSION" numpy safetensors tensorboard >&2
 got=$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')
 if [ "$got" != "$TORCH_VERSION" ]; then
     echo "gradstep: $venv has torch $got, expected $TORCH_VERSION" >&2

@@ -28,6 +28,17 @@ enum Command {
     /// Benchmarks (printed as ratios against the PyTorch anchor when it is given).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
+    /// Train a GS (or Prox) denoiser from a JSON config (configs/README.md).
+    Train(cmd::train::Args),
+    /// Evaluation sweeps: run a grid (or one shard), merge records, submit to Slurm.
+    #[command(subcommand)]
+    Sweep(cmd::sweep::Sweep),
+    /// Estimated ‖∇²g_σ‖₂ at noisy images per σ: a Prox checkpoint must stay below 1.
+    Lipschitz(cmd::lipschitz::Args),
+    /// Degrade an image and restore it with a PnP algorithm (GS-PnP, Prox-PnP, HQS).
+    Restore(cmd::restore::Args),
+    /// The papers' PnP tables over a folder of images (batched on the GPU).
+    Eval(cmd::eval::Args),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -36,6 +47,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Denoise(a) => cmd::denoise::run(a),
         Command::Import(a) => cmd::import::run(a),
         Command::Bench(b) => cmd::bench::run(b),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Sweep(s) => cmd::sweep::run(s),
+        Command::Lipschitz(a) => cmd::lipschitz::run(a),
+        Command::Restore(a) => cmd::restore::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     }
 }
 

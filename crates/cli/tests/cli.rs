@@ -23,7 +23,11 @@ fn shared() -> Option<PathBuf> {
     if dir.join("reference").is_dir() {
         return Some(dir);
     }
-    assert!(std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"), "no shared data at {}", dir.display());
+    assert!(
+        std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"),
+        "no shared data at {}",
+        dir.display()
+    );
     eprintln!("skipping: no shared data at {}", dir.display());
     None
 }
@@ -38,7 +42,11 @@ fn stdout(o: &Output) -> String {
 
 /// A one-line error naming `needle`, non-zero exit.
 fn assert_clear_error(o: &Output, needles: &[&str]) {
-    assert!(!o.status.success(), "expected failure, got success: {}", stdout(o));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success: {}",
+        stdout(o)
+    );
     let err = stderr(o);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
@@ -50,18 +58,42 @@ fn assert_clear_error(o: &Output, needles: &[&str]) {
 #[test]
 fn binary_keeps_libtorch_and_its_cuda_backend_in_the_dynamic_section() {
     let bin = env!("CARGO_BIN_EXE_gradstep");
-    let out = Command::new("readelf").args(["-d", bin]).output().expect("readelf (binutils) is needed");
+    let out = Command::new("readelf")
+        .args(["-d", bin])
+        .output()
+        .expect("readelf (binutils) is needed");
     let text = stdout(&out);
     let needed: Vec<&str> = text.lines().filter(|l| l.contains("(NEEDED)")).collect();
     assert!(needed.iter().any(|l| l.contains("[libtorch.so]")), "{text}");
-    let runpath = text.lines().find(|l| l.contains("RUNPATH") || l.contains("RPATH")).expect("an rpath");
-    let dir = runpath.split('[').nth(1).unwrap().trim_end_matches(']').split(':').next().unwrap().to_string();
-    assert!(Path::new(&dir).join("libtorch.so").exists(), "rpath {dir} has no libtorch.so");
+    let runpath = text
+        .lines()
+        .find(|l| l.contains("RUNPATH") || l.contains("RPATH"))
+        .expect("an rpath");
+    let dir = runpath
+        .split('[')
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(']')
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        Path::new(&dir).join("libtorch.so").exists(),
+        "rpath {dir} has no libtorch.so"
+    );
     if Path::new(&dir).join("libtorch_cuda.so").exists() {
-        assert!(needed.iter().any(|l| l.contains("[libtorch_cuda.so]")), "CUDA backend dropped: {text}");
+        assert!(
+            needed.iter().any(|l| l.contains("[libtorch_cuda.so]")),
+            "CUDA backend dropped: {text}"
+        );
         let info = gradstep().arg("info").output().unwrap();
         assert!(info.status.success(), "{}", stderr(&info));
-        assert!(stdout(&info).contains("libtorch_cuda loaded: yes"), "{}", stdout(&info));
+        assert!(
+            stdout(&info).contains("libtorch_cuda loaded: yes"),
+            "{}",
+            stdout(&info)
+        );
     }
 }
 
@@ -71,13 +103,25 @@ fn info_reports_the_libtorch_version_and_the_device() {
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
     assert!(s.contains("libtorch 2.11.0"), "{s}");
-    assert!(s.contains("cuda: available") || s.contains("CPU only"), "{s}");
+    assert!(
+        s.contains("cuda: available") || s.contains("CPU only"),
+        "{s}"
+    );
 }
 
 /// Writes a PyTorch checkpoint with the full-size key list (random values) using the venv's
 /// torch; `hostile` adds an object whose unpickling would run `touch marker`.
-fn write_pytorch_checkpoint(dir: &Path, keys: &Path, variant: &str, lightning: bool, marker: &Path) -> PathBuf {
-    let out = dir.join(format!("{variant}-{}.ckpt", if lightning { "lightning" } else { "plain" }));
+fn write_pytorch_checkpoint(
+    dir: &Path,
+    keys: &Path,
+    variant: &str,
+    lightning: bool,
+    marker: &Path,
+) -> PathBuf {
+    let out = dir.join(format!(
+        "{variant}-{}.ckpt",
+        if lightning { "lightning" } else { "plain" }
+    ));
     let script = format!(
         r#"
 import json, os, torch
@@ -99,8 +143,15 @@ torch.save(obj, "{out}")
         lightning = if lightning { "True" } else { "False" },
         out = out.display()
     );
-    let o = Command::new(python()).args(["-c", &script]).output().unwrap();
-    assert!(o.status.success(), "making the test checkpoint: {}", stderr(&o));
+    let o = Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "making the test checkpoint: {}",
+        stderr(&o)
+    );
     out
 }
 
@@ -113,20 +164,42 @@ fn import_converts_full_size_checkpoints_without_running_their_code() {
     for (variant, channels) in [("color", 3), ("gray", 1)] {
         for lightning in [true, false] {
             let src = write_pytorch_checkpoint(dir.path(), &keys, variant, lightning, &marker);
-            let dst = dir.path().join(format!("{variant}-{lightning}.safetensors"));
-            let o = gradstep().arg("import").arg(&src).arg(&dst).output().unwrap();
+            let dst = dir
+                .path()
+                .join(format!("{variant}-{lightning}.safetensors"));
+            let o = gradstep()
+                .arg("import")
+                .arg(&src)
+                .arg(&dst)
+                .output()
+                .unwrap();
             assert!(o.status.success(), "{}", stderr(&o));
             let s = stdout(&o);
-            assert!(s.contains(&format!("{channels} channel(s), widths [64, 128, 256, 512], 2 blocks")), "{s}");
+            assert!(
+                s.contains(&format!(
+                    "{channels} channel(s), widths [64, 128, 256, 512], 2 blocks"
+                )),
+                "{s}"
+            );
             assert!(s.contains("17010624") || channels == 1, "{s}");
             assert!(!marker.exists(), "importing ran code from the checkpoint");
             // The result is self-describing: denoise needs no architecture flags.
             let img = dir.path().join("in.png");
             let raw: Vec<u8> = (0..13 * 9 * 3).map(|i| (i * 7 % 251) as u8).collect();
-            image::RgbImage::from_raw(13, 9, raw).unwrap().save(&img).unwrap();
+            image::RgbImage::from_raw(13, 9, raw)
+                .unwrap()
+                .save(&img)
+                .unwrap();
             let out_img = dir.path().join("out.png");
             let o = gradstep()
-                .args(["denoise", "--device", "cpu", "--sigma", "15", "--checkpoint"])
+                .args([
+                    "denoise",
+                    "--device",
+                    "cpu",
+                    "--sigma",
+                    "15",
+                    "--checkpoint",
+                ])
                 .arg(&dst)
                 .arg(&img)
                 .arg(&out_img)
@@ -141,7 +214,12 @@ fn import_converts_full_size_checkpoints_without_running_their_code() {
     // A Prox import with a non-Softplus activation is refused.
     let src = write_pytorch_checkpoint(dir.path(), &keys, "color", true, &marker);
     let dst = dir.path().join("prox.safetensors");
-    let o = gradstep().args(["import", "--kind", "prox"]).arg(&src).arg(&dst).output().unwrap();
+    let o = gradstep()
+        .args(["import", "--kind", "prox"])
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["Softplus"]);
     assert!(!dst.exists());
 }
@@ -150,12 +228,19 @@ fn import_converts_full_size_checkpoints_without_running_their_code() {
 fn import_rejects_bad_files_with_one_line_naming_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let py = |script: &str| {
-        let o = Command::new(python()).args(["-c", script]).output().unwrap();
+        let o = Command::new(python())
+            .args(["-c", script])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
     };
     // Missing file.
     let dst = dir.path().join("out.safetensors");
-    let o = gradstep().args(["import", "/nonexistent/model.ckpt"]).arg(&dst).output().unwrap();
+    let o = gradstep()
+        .args(["import", "/nonexistent/model.ckpt"])
+        .arg(&dst)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["/nonexistent/model.ckpt"]);
     // Truncated file.
     let good = dir.path().join("good.pth");
@@ -166,7 +251,12 @@ fn import_rejects_bad_files_with_one_line_naming_file_and_key() {
     let bytes = std::fs::read(&good).unwrap();
     let cut = dir.path().join("cut.pth");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    let o = gradstep().arg("import").arg(&cut).arg(&dst).output().unwrap();
+    let o = gradstep()
+        .arg("import")
+        .arg(&cut)
+        .arg(&dst)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["cut.pth"]);
     // Wrong key set: a tiny model without its tail.
     let Some(shared) = shared() else { return };
@@ -177,7 +267,12 @@ fn import_rejects_bad_files_with_one_line_naming_file_and_key() {
         weights.display(),
         no_tail.display()
     ));
-    let o = gradstep().arg("import").arg(&no_tail).arg(&dst).output().unwrap();
+    let o = gradstep()
+        .arg("import")
+        .arg(&no_tail)
+        .arg(&dst)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["no_tail.pth", "m_tail.weight", "missing"]);
     // Shape mismatch.
     let bad_shape = dir.path().join("bad_shape.pth");
@@ -186,7 +281,12 @@ fn import_rejects_bad_files_with_one_line_naming_file_and_key() {
         weights.display(),
         bad_shape.display()
     ));
-    let o = gradstep().arg("import").arg(&bad_shape).arg(&dst).output().unwrap();
+    let o = gradstep()
+        .arg("import")
+        .arg(&bad_shape)
+        .arg(&dst)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["bad_shape.pth", "m_up2.1.res.0.weight", "shape"]);
     assert!(!dst.exists(), "nothing may be half-written");
 }
@@ -206,7 +306,17 @@ fn denoise_reports_psnr_and_rejects_bad_input() {
     let img = shared.join("data/set3c/butterfly.png");
     let out = dir.path().join("den.png");
     let o = gradstep()
-        .args(["denoise", "--device", "cpu", "--sigma", "25", "--add-noise", "--seed", "1", "--checkpoint"])
+        .args([
+            "denoise",
+            "--device",
+            "cpu",
+            "--sigma",
+            "25",
+            "--add-noise",
+            "--seed",
+            "1",
+            "--checkpoint",
+        ])
         .arg(&ckpt)
         .arg(&img)
         .arg(&out)
@@ -214,24 +324,68 @@ fn denoise_reports_psnr_and_rejects_bad_input() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
-    let psnr_in: f64 = s.split("PSNR input ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let psnr_in: f64 = s
+        .split("PSNR input ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     // σ = 25 on [0, 255]: the noisy input's PSNR is about 20.2 dB.
     assert!((psnr_in - 20.2).abs() < 0.5, "{s}");
     // A corrupt image.
     let bad = dir.path().join("bad.png");
     std::fs::write(&bad, b"not a png").unwrap();
-    let o = gradstep().args(["denoise", "--sigma", "25", "--device", "cpu", "--checkpoint"]).arg(&ckpt).arg(&bad).arg(&out).output().unwrap();
+    let o = gradstep()
+        .args([
+            "denoise",
+            "--sigma",
+            "25",
+            "--device",
+            "cpu",
+            "--checkpoint",
+        ])
+        .arg(&ckpt)
+        .arg(&bad)
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["bad.png"]);
     // A PyTorch / foreign file given as checkpoint.
     let o = gradstep()
-        .args(["denoise", "--sigma", "25", "--device", "cpu", "--checkpoint"])
+        .args([
+            "denoise",
+            "--sigma",
+            "25",
+            "--device",
+            "cpu",
+            "--checkpoint",
+        ])
         .arg(shared.join("reference/gsdrunet_tiny_elu_weights.safetensors"))
         .arg(&img)
         .arg(&out)
         .output()
         .unwrap();
-    assert_clear_error(&o, &["gsdrunet_tiny_elu_weights.safetensors", "gradstep import"]);
+    assert_clear_error(
+        &o,
+        &["gsdrunet_tiny_elu_weights.safetensors", "gradstep import"],
+    );
     // An unknown device.
-    let o = gradstep().args(["denoise", "--sigma", "25", "--device", "tpu", "--checkpoint"]).arg(&ckpt).arg(&img).arg(&out).output().unwrap();
+    let o = gradstep()
+        .args([
+            "denoise",
+            "--sigma",
+            "25",
+            "--device",
+            "tpu",
+            "--checkpoint",
+        ])
+        .arg(&ckpt)
+        .arg(&img)
+        .arg(&out)
+        .output()
+        .unwrap();
     assert_clear_error(&o, &["tpu"]);
 }

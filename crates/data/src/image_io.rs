@@ -2,7 +2,7 @@
 //!
 //! Gray, RGBA (alpha dropped), 16-bit and palette images are converted to the requested
 //! channel count: colour from gray replicates the channel; gray from colour uses the
-//! ITU-R BT.601 luma of the `image` crate.
+//! `image` crate's luma, ITU-R BT.709 weights `0.2126 R + 0.7152 G + 0.0722 B`.
 use std::path::Path;
 
 use image::{DynamicImage, GrayImage, ImageBuffer, Rgb, RgbImage};
@@ -20,6 +20,40 @@ pub fn decode(path: &Path, channels: i64) -> Result<(Vec<f32>, usize, usize)> {
         .decode()
         .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))?;
     Ok(planar(&img, channels))
+}
+
+/// Decodes `path` into 8-bit pixels, interleaved `[H, W, C]` (C = `channels`, 1 or 3), with
+/// its height and width: the form the patch sampler and its cache store. 16-bit images are
+/// rounded to 8 bits, alpha is dropped, palettes are expanded.
+pub fn decode_u8(path: &Path, channels: i64) -> Result<(Vec<u8>, usize, usize)> {
+    let img = open(path)?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let raw = if channels == 1 {
+        img.into_luma8().into_raw()
+    } else {
+        img.into_rgb8().into_raw()
+    };
+    Ok((raw, h, w))
+}
+
+/// Width and height of an image file from its header only (no pixel decoding).
+pub fn dimensions(path: &Path) -> Result<(usize, usize)> {
+    let (w, h) = image::ImageReader::open(path)
+        .map_err(|e| DataError::file(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::file(path, e))?
+        .into_dimensions()
+        .map_err(|e| DataError::file(path, format!("cannot read the header: {e}")))?;
+    Ok((w as usize, h as usize))
+}
+
+fn open(path: &Path) -> Result<DynamicImage> {
+    image::ImageReader::open(path)
+        .map_err(|e| DataError::file(path, e))?
+        .with_guessed_format()
+        .map_err(|e| DataError::file(path, e))?
+        .decode()
+        .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))
 }
 
 /// `img` as planar `[C, H, W]` floats on `[0, 1]`.

@@ -123,4 +123,24 @@ impl DrunetConfig {
             + b * res(w4)
             + 2 * 4 * (w1 * w2 + w2 * w3 + w3 * w4)
     }
+
+    /// Floating-point operations (a multiply-add counts 2) of one forward pass `N_σ(x)` on
+    /// one `height × width` image (after padding to a multiple of 8): the convolutions only,
+    /// which are all but a negligible part of the work. `∇g_σ` by the explicit adjoint costs
+    /// about twice this, a training step through `D_σ` about six times.
+    pub fn forward_flops(&self, height: i64, width: i64) -> f64 {
+        let pad = |n: i64| ((n + 7) / 8 * 8) as f64;
+        let (h, w) = (pad(height), pad(width));
+        let c = self.channels as f64;
+        let nb = self.blocks as f64;
+        let wd: Vec<f64> = self.widths.iter().map(|&v| v as f64).collect();
+        let px = |level: i32| h * w / 4f64.powi(level);
+        let mut f = 2.0 * (c + 1.0) * wd[0] * 9.0 * px(0) + 2.0 * wd[0] * c * 9.0 * px(0);
+        for l in 0..3 {
+            // Encoder and decoder blocks at this level, then the two resampling convolutions.
+            f += 2.0 * nb * 2.0 * (2.0 * wd[l] * wd[l] * 9.0 * px(l as i32));
+            f += 2.0 * (2.0 * wd[l] * wd[l + 1] * px(l as i32));
+        }
+        f + nb * 2.0 * (2.0 * wd[3] * wd[3] * 9.0 * px(3))
+    }
 }

@@ -23,7 +23,9 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::DrunetConfig;
 use crate::error::{ModelError, Result};
-use crate::res_block::{conv3x3, conv3x3_adjoint, pytorch_default_init, ResBlock};
+use crate::res_block::{
+    conv2x2, conv3x3, conv3x3_adjoint, conv_transpose2x2, pytorch_default_init, ResBlock,
+};
 use crate::sigma::Sigma;
 
 /// Inputs are padded to a multiple of this (three stride-2 levels).
@@ -206,7 +208,7 @@ impl Drunet {
             for b in &stage.blocks {
                 t = b.forward(&t, cache.as_deref_mut())?;
             }
-            t = t.f_conv2d(&stage.resample, None::<Tensor>, [2, 2], [0, 0], [1, 1], 1)?;
+            t = conv2x2(&t, &stage.resample)?;
             skips.push(t.shallow_clone());
         }
         for b in &self.body {
@@ -214,15 +216,7 @@ impl Drunet {
         }
         for stage in &self.up {
             let skip = skips.pop().expect("one skip per level");
-            t = t.f_add(&skip)?.f_conv_transpose2d(
-                &stage.resample,
-                None::<Tensor>,
-                [2, 2],
-                [0, 0],
-                [0, 0],
-                1,
-                [1, 1],
-            )?;
+            t = conv_transpose2x2(&t.f_add(&skip)?, &stage.resample)?;
             for b in &stage.blocks {
                 t = b.forward(&t, cache.as_deref_mut())?;
             }
@@ -268,7 +262,7 @@ impl Drunet {
             for b in stage.blocks.iter().rev() {
                 t = b.adjoint(&t, &pre()?)?;
             }
-            t = t.f_conv2d(&stage.resample, None::<Tensor>, [2, 2], [0, 0], [1, 1], 1)?;
+            t = conv2x2(&t, &stage.resample)?;
             skip_grads.push(t.shallow_clone());
         }
         // `t` is now the gradient with respect to (b + x₄): through the body, plus the skip.
@@ -278,15 +272,7 @@ impl Drunet {
         }
         t = t.f_add(&skip4)?;
         for stage in self.down.iter().rev() {
-            t = t.f_conv_transpose2d(
-                &stage.resample,
-                None::<Tensor>,
-                [2, 2],
-                [0, 0],
-                [0, 0],
-                1,
-                [1, 1],
-            )?;
+            t = conv_transpose2x2(&t, &stage.resample)?;
             for b in stage.blocks.iter().rev() {
                 t = b.adjoint(&t, &pre()?)?;
             }

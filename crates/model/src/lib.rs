@@ -19,6 +19,7 @@
 mod activation;
 mod checkpoint;
 mod config;
+pub mod cuda;
 mod drunet;
 mod error;
 mod gradient_step;

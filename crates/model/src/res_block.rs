@@ -35,6 +35,18 @@ pub(crate) fn conv3x3_adjoint(r: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(r.f_conv_transpose2d(w, None::<Tensor>, [1, 1], [1, 1], [0, 0], 1, [1, 1])?)
 }
 
+/// 2×2 stride-2 convolution (the encoder's downsampling), weight `[out, in, 2, 2]`.
+/// It is also the adjoint of [`conv_transpose2x2`] with the same weight.
+pub(crate) fn conv2x2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.f_conv2d(w, None::<Tensor>, [2, 2], [0, 0], [1, 1], 1)?)
+}
+
+/// 2×2 stride-2 transposed convolution (the decoder's upsampling), weight `[in, out, 2, 2]`.
+/// It is also the adjoint of [`conv2x2`] with the same weight.
+pub(crate) fn conv_transpose2x2(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.f_conv_transpose2d(w, None::<Tensor>, [2, 2], [0, 0], [0, 0], 1, [1, 1])?)
+}
+
 impl ResBlock {
     /// Creates (or names, for loading) the block's weights under `p`.
     pub fn new(p: &nn::Path, width: i64, activation: Activation) -> Result<Self> {

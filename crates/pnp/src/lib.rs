@@ -1,1 +1,41 @@
+//! Plug-and-Play image restoration with Gradient-Step denoisers (Hurault, Leclaire,
+//! Papadakis: GS-PnP, ICLR 2022; Prox-PnP, ICML 2022).
+//!
+//! - [`operators`]: degradations `A` (denoising, FFT deblurring, super-resolution, inpainting)
+//!   with `Aᵀ` and `prox_{τf}` of `f(x) = ½‖Ax − y‖²`;
+//! - [`kernels`]: benchmark and user blur kernels;
+//! - [`RestorationProblem`]: operator, observation, ground truth, starting point;
+//! - [`AlgorithmConfig`]: GS-PnP, Prox-PnP (PGD, DRS, DRSdiff) and PnP-HQS with the papers'
+//!   reference defaults; [`restore`], [`restore_batch`], [`restore_all`];
+//! - [`monitor`]: per-iteration records as JSON and PNG plots.
+//!
+//! ```no_run
+//! use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
+//! use gradstep_pnp::{restore, AlgorithmConfig, AlgorithmKind, Kernel, RestorationProblem, Task, TaskKind};
+//! let den = GradientStepDenoiser::new(Drunet::new(&DrunetConfig::tiny(Activation::Elu), tch::Device::Cpu)?);
+//! let clean = tch::Tensor::rand([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
+//! let problem = RestorationProblem::synthesize(&clean, &Task::Deblur(Kernel::uniform(9)?), 7.65, 0)?;
+//! let config = AlgorithmConfig::reference(AlgorithmKind::GsPgd, TaskKind::Deblur { generated: true }, 7.65);
+//! let result = restore(&den, &problem, &config)?;
+//! println!("{} iterations, PSNR {:?}", result.iterations, result.psnr);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
 
+pub mod algorithms;
+mod error;
+pub mod kernels;
+pub mod monitor;
+pub mod operators;
+mod problem;
+pub mod sweep;
+
+pub use algorithms::{
+    restore, restore_all, restore_batch, AlgorithmConfig, AlgorithmKind, GsPgdConfig, HqsConfig,
+    ProxConfig, Restoration, SigmaWarmup, StopReason, TaskKind,
+};
+pub use error::{PnpError, Result};
+pub use kernels::{Kernel, KernelSpec};
+pub use monitor::IterationRecord;
+pub use operators::{Degradation, LinearOperator};
+pub use problem::{bicubic_upsample, RestorationProblem, Task};

@@ -191,3 +191,107 @@ impl Adam {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// `f(p) = Σ a_i p_i² / 2 + b_i p_i`, gradient `a_i p_i + b_i`.
+    fn set_grad(p: &Tensor, a: &[f64], b: &[f64]) {
+        let at = Tensor::from_slice(a).to_kind(Kind::Float);
+        let bt = Tensor::from_slice(b).to_kind(Kind::Float);
+        let loss = (&at * p * p * 0.5 + &bt * p).sum(Kind::Float);
+        loss.backward();
+    }
+
+    fn adam_on(p0: &[f64], cfg: AdamConfig) -> (Adam, Tensor) {
+        let p = Tensor::from_slice(p0)
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
+            .set_requires_grad(true);
+        let mut params = BTreeMap::new();
+        params.insert("w".to_string(), p.shallow_clone());
+        (Adam::new(params, cfg).unwrap(), p)
+    }
+
+    #[test]
+    fn matches_the_update_rule() {
+        tch::set_num_threads(1);
+        let (a, b) = ([1.0, 3.0, 0.5], [0.2, -1.0, 0.7]);
+        let cfg = AdamConfig {
+            lr: 0.05,
+            ..Default::default()
+        };
+        let mut p = vec![1.0f64, -2.0, 0.5];
+        let (mut adam, t) = adam_on(&p, cfg);
+        let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
+        for step in 1..=5 {
+            adam.zero_grad().unwrap();
+            set_grad(&t, &a, &b);
+            adam.step().unwrap();
+            for i in 0..3 {
+                let g = a[i] * p[i] + b[i];
+                m[i] = 0.9 * m[i] + 0.1 * g;
+                v[i] = 0.999 * v[i] + 0.001 * g * g;
+                let mh = m[i] / (1.0 - 0.9f64.powi(step));
+                let vh = v[i] / (1.0 - 0.999f64.powi(step));
+                p[i] -= cfg.lr * mh / (vh.sqrt() + cfg.eps);
+            }
+        }
+        let got = Vec::<f64>::try_from(&t.to_kind(Kind::Double)).unwrap();
+        for i in 0..3 {
+            assert!(
+                (got[i] - p[i]).abs() < 1e-5,
+                "p[{i}] = {} vs {}",
+                got[i],
+                p[i]
+            );
+        }
+        assert_eq!(adam.step_count(), 5);
+    }
+
+    #[test]
+    fn clipping_scales_to_the_max_norm() {
+        tch::set_num_threads(1);
+        let (mut adam, t) = adam_on(&[3.0, 4.0], AdamConfig::default());
+        set_grad(&t, &[1.0, 1.0], &[0.0, 0.0]); // gradient (3, 4), norm 5
+        let before = adam.clip_grad_norm(0.01).unwrap();
+        assert!((before - 5.0).abs() < 1e-6);
+        let after = adam.grad_norm().unwrap();
+        assert!((after - 0.01).abs() < 1e-6, "clipped norm {after}");
+        let g = Vec::<f64>::try_from(&t.grad().to_kind(Kind::Double)).unwrap();
+        assert!((g[0] / g[1] - 0.75).abs() < 1e-6, "direction kept");
+    }
+
+    #[test]
+    fn saved_state_continues_identically() {
+        tch::set_num_threads(1);
+        let cfg = AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        };
+        let (mut a1, t1) = adam_on(&[1.0, 2.0], cfg);
+        for _ in 0..3 {
+            a1.zero_grad().unwrap();
+            set_grad(&t1, &[2.0, 1.0], &[0.5, -0.5]);
+            a1.step().unwrap();
+        }
+        let (state, step) = a1.state().unwrap();
+        let p_mid = Vec::<f64>::try_from(&t1.to_kind(Kind::Double)).unwrap();
+        let (mut a2, t2) = adam_on(&p_mid, cfg);
+        a2.load_state(&state, step).unwrap();
+        for (a, t) in [(&mut a1, &t1), (&mut a2, &t2)] {
+            a.zero_grad().unwrap();
+            set_grad(t, &[2.0, 1.0], &[0.5, -0.5]);
+            a.step().unwrap();
+        }
+        assert!(t1.equal(&t2), "{t1:?} vs {t2:?}");
+        let mut bad: BTreeMap<String, Tensor> = state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect();
+        bad.remove("v.w");
+        assert!(a2.load_state(&bad, step).is_err());
+    }
+}

@@ -19,6 +19,12 @@ pub enum TrainError {
     /// The configuration is invalid.
     #[error("config: {0}")]
     Config(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}", path = .0.display(), source = .1)]
+    Io(std::path::PathBuf, #[source] std::io::Error),
+    /// The loss or the gradient became NaN or infinite.
+    #[error("training diverged: {0}")]
+    Diverged(String),
 }
 
 /// Shorthand for results of this crate.

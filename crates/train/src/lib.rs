@@ -1,8 +1,38 @@
 //! Training of Gradient-Step and Proximal denoisers.
+//!
+//! - [`config`]: the typed training configuration (`configs/*.json`, `--set` overrides);
+//! - [`trainer`]: the loop (GS loss, Prox penalty, clipping, LR schedule, validation,
+//!   divergence stop, SIGINT / SIGTERM checkpoint) with exact resume;
+//! - [`checkpoints`]: checkpoints with the optimizer's moments and the training state;
+//! - [`tensorboard`]: a small event-file writer; [`adam`]: Adam with saveable moments;
+//! - [`performance`]: bf16 autocast and the `∇g_σ` differentiation method;
+//! - [`prox`], [`spectral`]: the Prox penalty `max(‖∇²g_σ‖₂, 1 − ε)` and its estimators.
+//!
+//! ```no_run
+//! use gradstep_train::{train, TrainConfig, TrainOptions};
+//! let cfg = TrainConfig::load("configs/gs-drunet-tiny.json".as_ref(), &["steps=10".into()])?;
+//! let out = train(&cfg, &TrainOptions { device: tch::Device::Cpu, resume: false, quiet: false })?;
+//! println!("checkpoint {}", out.checkpoint.display());
+//! # Ok::<(), gradstep_train::TrainError>(())
+//! ```
 #![deny(missing_docs)]
 
 pub mod adam;
+pub mod checkpoints;
+pub mod config;
 mod error;
+pub mod logging;
+pub mod noise;
+pub mod overrides;
+pub mod performance;
+pub mod progress;
+pub mod prox;
+pub mod spectral;
+pub mod tensorboard;
+pub mod trainer;
+pub mod validation;
 
 pub use adam::{Adam, AdamConfig};
+pub use config::{Objective, TrainConfig};
 pub use error::{Result, TrainError};
+pub use trainer::{train, TrainOptions, TrainOutcome};

@@ -17,6 +17,12 @@ use crate::common;
 pub enum Bench {
     /// ∇g of one 256² colour image and one GS training step (batch 16 of 128²), full model.
     Model(ModelArgs),
+    /// Training patches per second (from PNG and from the decode-once cache) vs a PyTorch DataLoader.
+    Data(crate::cmd::bench_data::DataArgs),
+    /// One Prox training step (batch 16 of 128², Softplus): power iteration vs Lanczos.
+    Prox(crate::cmd::bench_prox::ProxArgs),
+    /// GS-PnP deblurring of CBSD10: batched vs one at a time vs deepinv one at a time.
+    Pnp(crate::cmd::bench_pnp::PnpArgs),
 }
 
 /// Arguments of `gradstep bench model`.
@@ -40,6 +46,9 @@ pub struct ModelArgs {
 pub fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Model(a) => model(a),
+        Bench::Data(a) => crate::cmd::bench_data::run(a),
+        Bench::Prox(a) => crate::cmd::bench_prox::run(a),
+        Bench::Pnp(a) => crate::cmd::bench_pnp::run(a),
     }
 }
 
@@ -138,31 +147,77 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
     let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
     let xb = Tensor::f_rand([16, 3, 128, 128], (Kind::Float, device))?;
     let mut rows = Vec::new();
-    for method in [GradMethod::Adjoint, GradMethod::Autograd] {
+    // (label, method, bf16 autocast). The first row is gradstep's default.
+    let variants = [
+        ("adjoint fp32", GradMethod::Adjoint, false),
+        ("autograd double-backward fp32", GradMethod::Autograd, false),
+        ("adjoint bf16-autocast", GradMethod::Adjoint, true),
+    ];
+    let bf16_ok = gpu && gradstep_model::cuda::autocast_use_bf16();
+    for (label, method, bf16) in variants {
+        if bf16 && !bf16_ok {
+            println!("ours ({label}): skipped (needs CUDA)");
+            continue;
+        }
         den = den.with_method(method);
+        gradstep_model::cuda::reset_peak(device);
         let grad_ms = time_ms(device, warm, reps, || {
-            den.grad(&x, &sigma, Graph::Inference)?
-                .f_sum(Kind::Float)?
-                .f_double_value(&[])?;
-            Ok(())
+            gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<()> {
+                den.grad(&x, &sigma, Graph::Inference)?
+                    .f_sum(Kind::Float)?
+                    .f_double_value(&[])?;
+                Ok(())
+            })
         })?;
+        let grad_peak = gradstep_model::cuda::peak_allocated(device);
         let params = den.network().var_store().variables().into_iter().collect();
         let mut adam = Adam::new(params, AdamConfig::default())?;
         let train_reps = if gpu { reps } else { 1 };
+        gradstep_model::cuda::reset_peak(device);
         let step_ms = time_ms(device, warm, train_reps, || {
             let noisy = xb.f_add(&xb.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
-            let d = den.denoise(&noisy, &sigma, Graph::Training)?;
-            let loss = d.f_sub(&xb)?.f_square()?.f_mean(Kind::Float)?;
+            let loss = gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
+                let d = den.denoise(&noisy, &sigma, Graph::Training)?;
+                Ok(d.f_to_kind(Kind::Float)?
+                    .f_sub(&xb)?
+                    .f_square()?
+                    .f_mean(Kind::Float)?)
+            })?;
             adam.zero_grad()?;
             loss.f_backward()?;
             adam.clip_grad_norm(1e-2)?;
             adam.step()?;
             Ok(())
         })?;
-        println!("ours ({method:?}): grad_256_ms {grad_ms:.3}  train_step_b16_128_ms {step_ms:.3}");
-        rows.push((method, grad_ms, step_ms));
+        let step_peak = gradstep_model::cuda::peak_allocated(device);
+        let cfg = den.network().config();
+        let grad_tflops = 2.0 * cfg.forward_flops(256, 256) / grad_ms * 1e-9;
+        let step_tflops = 6.0 * 16.0 * cfg.forward_flops(128, 128) / step_ms * 1e-9;
+        let gib = |b: Option<u64>| {
+            b.map_or("n/a".to_string(), |b| {
+                format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+            })
+        };
+        println!(
+            "ours ({label}): grad_256_ms {grad_ms:.3} (~{grad_tflops:.1} TFLOP/s, peak {})  train_step_b16_128_ms {step_ms:.3} (~{step_tflops:.1} TFLOP/s, peak {})",
+            gib(grad_peak),
+            gib(step_peak)
+        );
+        rows.push((label, grad_ms, step_ms));
     }
     let (ours_grad, ours_step) = (rows[0].1, rows[0].2);
+    // Strict float32 for the comparison: TF32 alone differs from float32 by ~1e-4.
+    let strict = gradstep_model::cuda::set_cudnn_tf32(false);
+    let (grad_err, param_err) = adjoint_vs_autograd(device)?;
+    if strict {
+        gradstep_model::cuda::set_cudnn_tf32(true);
+    }
+    let precision = if strict || !gpu {
+        "float32"
+    } else {
+        "float32 with TF32 convolutions"
+    };
+    println!("adjoint vs autograd on {device:?} ({precision}): ∇g rel err {grad_err:.2e}, parameter gradients max rel err {param_err:.2e}");
     let Some(anchor) = a.anchor else {
         println!("no --anchor given: PyTorch anchor not run");
         println!("bench-model speedup n/a");
@@ -189,6 +244,53 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
         "| GS train step, 16×3×128² | {ps:.3} | {ours_step:.3} | {:.2} |",
         ps / ours_step
     );
+    for (label, grad_ms, step_ms) in rows.iter().skip(1) {
+        println!("| ({label}) ∇g / train step | {pg:.3} / {ps:.3} | {grad_ms:.3} / {step_ms:.3} | {:.2} / {:.2} |", pg / grad_ms, ps / step_ms);
+    }
     println!("bench-model speedup {:.3}", ps / ours_step);
     Ok(())
+}
+
+/// Relative errors of the explicit adjoint against autograd on `device` in float32: `∇g` of
+/// a 256² image, and the parameter gradients of a training loss on `D_σ` (batch 4 of 64²).
+fn adjoint_vs_autograd(device: Device) -> anyhow::Result<(f64, f64)> {
+    tch::manual_seed(1);
+    let net = Drunet::new(&DrunetConfig::default(), device)?;
+    let adjoint = GradientStepDenoiser::new(net);
+    let mut autograd = GradientStepDenoiser::new(Drunet::new(&DrunetConfig::default(), device)?)
+        .with_method(GradMethod::Autograd);
+    autograd
+        .network_mut()
+        .var_store_mut()
+        .copy(adjoint.network().var_store())?;
+    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let rel = |a: &Tensor, b: &Tensor| -> anyhow::Result<f64> {
+        let num = a.f_sub(b)?.f_abs()?.f_max()?.f_double_value(&[])?;
+        Ok(num / b.f_abs()?.f_max()?.f_double_value(&[])?.max(1e-30))
+    };
+    let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
+    let grad_err = rel(
+        &adjoint.grad(&x, &sigma, Graph::Inference)?,
+        &autograd.grad(&x, &sigma, Graph::Inference)?,
+    )?;
+    let clean = Tensor::f_rand([4, 3, 64, 64], (Kind::Float, device))?;
+    let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
+    let mut grads = Vec::new();
+    for den in [&adjoint, &autograd] {
+        let loss = den
+            .denoise(&noisy, &sigma, Graph::Training)?
+            .f_sub(&clean)?
+            .f_square()?
+            .f_mean(Kind::Float)?;
+        let vars = den.network().var_store().variables();
+        let mut names: Vec<_> = vars.keys().cloned().collect();
+        names.sort();
+        let params: Vec<&Tensor> = names.iter().map(|n| &vars[n]).collect();
+        grads.push(Tensor::f_run_backward(&[loss], &params, false, false)?);
+    }
+    let mut param_err: f64 = 0.0;
+    for (a, b) in grads[0].iter().zip(&grads[1]) {
+        param_err = param_err.max(rel(a, b)?);
+    }
+    Ok((grad_err, param_err))
 }

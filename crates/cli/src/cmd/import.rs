@@ -46,21 +46,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         std::fs::write(&script, UNPICKLE).context("writing the unpickling script")?;
         let out = tmp_dir.join("state.safetensors");
         let python = common::python();
-        let status = Command::new(&python)
+        let output = Command::new(&python)
             .arg(&script)
             .arg(&a.input)
             .arg(&out)
-            .status()
+            .output()
             .with_context(|| {
                 format!(
                     "cannot run {} (set GRADSTEP_PYTHON to a Python with torch)",
                     python.display()
                 )
             })?;
-        if !status.success() {
+        if !output.status.success() {
             let _ = std::fs::remove_dir_all(&tmp_dir);
+            // The script's last stderr line names the file and the problem.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let reason = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if reason.contains(&a.input.display().to_string()) {
+                bail!("{reason}");
+            }
             bail!(
-                "{}: could not be read as a PyTorch checkpoint",
+                "{}: could not be read as a PyTorch checkpoint: {reason}",
                 a.input.display()
             );
         }

@@ -1,5 +1,13 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod bench_data;
+pub mod bench_pnp;
+pub mod bench_prox;
 pub mod denoise;
+pub mod eval;
 pub mod import;
 pub mod info;
+pub mod lipschitz;
+pub mod restore;
+pub mod sweep;
+pub mod train;

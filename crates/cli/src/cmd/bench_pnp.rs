@@ -1,0 +1,185 @@
+//! `gradstep bench pnp`: GS-PnP deblurring (uniform 9×9, ν = 7.65, λ = 0.1, σ = 1.8ν,
+//! τ = 1/λ, fixed iterations, as the anchor) of CBSD10, batched against one at a time, and
+//! against deepinv's PGD run one image at a time (`anchor_deepinv.py pnp`) in the same call.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use gradstep_data::load_image;
+use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
+use gradstep_pnp::{
+    restore, restore_all, AlgorithmConfig, GsPgdConfig, Kernel, RestorationProblem, Task,
+};
+
+use super::bench::{run_anchor, sync};
+use crate::common;
+
+/// Arguments of `gradstep bench pnp`.
+#[derive(Debug, clap::Args)]
+pub struct PnpArgs {
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    device: Option<String>,
+    /// Image folder (default: $GRADSTEP_SHARED/data/CBSD10, else ../shared/data/CBSD10).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Number of images.
+    #[arg(long, default_value_t = 10)]
+    count: usize,
+    /// Iterations per restoration (fixed, no early stopping).
+    #[arg(long, default_value_t = 50)]
+    iters: usize,
+    /// Problems per batch (default: all).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Use the tiny model (quick CPU runs) instead of the full one.
+    #[arg(long)]
+    tiny: bool,
+    /// Weights to use (default: randomly initialised; speed does not depend on them).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Use GS-PnP's backtracking (the anchor has none).
+    #[arg(long)]
+    backtracking: bool,
+    /// `anchor_deepinv.py` to run in the same call for the PyTorch numbers.
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+    /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
+    #[arg(long, default_value = "python3")]
+    anchor_python: PathBuf,
+}
+
+/// Runs the benchmark.
+pub fn run(a: PnpArgs) -> anyhow::Result<()> {
+    let device = common::parse_device(a.device.as_deref())?;
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+    let den = match &a.checkpoint {
+        Some(p) => common::load_denoiser(p, device)?.1,
+        None => {
+            tch::manual_seed(0);
+            let cfg = if a.tiny {
+                DrunetConfig::tiny(Activation::Elu)
+            } else {
+                DrunetConfig {
+                    activation: Activation::Elu,
+                    ..Default::default()
+                }
+            };
+            GradientStepDenoiser::new(Drunet::new(&cfg, device)?)
+        }
+    };
+    let dir = a.images.clone().unwrap_or_else(|| {
+        std::env::var_os("GRADSTEP_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared"))
+            .join("data/CBSD10")
+    });
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort();
+    files.truncate(a.count);
+    if files.is_empty() {
+        bail!("{}: no PNG images", dir.display());
+    }
+    let nu = 7.65;
+    let kernel = Kernel::uniform(9)?;
+    let problems: Vec<RestorationProblem> = files
+        .iter()
+        .map(|f| {
+            let x = load_image(f, 3, device)?;
+            Ok(RestorationProblem::synthesize(
+                &x,
+                &Task::Deblur(kernel.clone()),
+                nu,
+                0,
+            )?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let cfg = AlgorithmConfig::GsPgd(GsPgdConfig {
+        lambda: 0.1,
+        sigma: 1.8 * nu,
+        tau0: None,
+        gamma: 0.1,
+        eta: 0.9,
+        backtracking: a.backtracking,
+        max_iter: a.iters,
+        tol: None,
+        warmup: None,
+    });
+    let n = problems.len();
+    println!(
+        "GS-PnP deblurring: {n} images, {} iterations each, {} model, {device:?}, backtracking {}",
+        a.iters,
+        if a.tiny { "tiny" } else { "full" },
+        a.backtracking
+    );
+    // Warm-up (cuDNN autotuning, allocator).
+    let mut warm = cfg.clone();
+    if let AlgorithmConfig::GsPgd(g) = &mut warm {
+        g.max_iter = 2;
+    }
+    restore(&den, &problems[0], &warm)?;
+    sync(device);
+    let t0 = Instant::now();
+    let mut single = Vec::with_capacity(n);
+    for p in &problems {
+        single.push(restore(&den, p, &cfg)?);
+    }
+    sync(device);
+    let single_rate = n as f64 / t0.elapsed().as_secs_f64();
+    let items: Vec<_> = problems.iter().map(|p| (p, &cfg)).collect();
+    let batch = a.batch.unwrap_or(n).max(1);
+    sync(device);
+    let t0 = Instant::now();
+    let batched = restore_all(&den, &items, batch)?;
+    sync(device);
+    let batched_rate = n as f64 / t0.elapsed().as_secs_f64();
+    let max_dpsnr = single
+        .iter()
+        .zip(&batched)
+        .map(|(s, b)| (s.psnr.unwrap_or(0.0) - b.psnr.unwrap_or(0.0)).abs())
+        .fold(0.0, f64::max);
+    println!("ours one at a time: {single_rate:.4} restorations/s");
+    println!("ours batched (≤{batch} per batch): {batched_rate:.4} restorations/s");
+    println!("batched vs one at a time: max |ΔPSNR| = {max_dpsnr:.2e} dB");
+    let Some(anchor) = a.anchor else {
+        println!("no --anchor given: PyTorch anchor not run; ratio below is batched / ours one at a time");
+        println!("bench-pnp speedup {:.3}", batched_rate / single_rate);
+        return Ok(());
+    };
+    let got = run_anchor(
+        &a.anchor_python,
+        &anchor,
+        "pnp",
+        device,
+        &[
+            "--images".into(),
+            dir.display().to_string(),
+            "--count".into(),
+            n.to_string(),
+            "--iters".into(),
+            a.iters.to_string(),
+        ],
+    )?;
+    let Some(&(_, anchor_rate)) = got.iter().find(|(k, _)| k == "pnp_restorations_per_s") else {
+        bail!("the anchor printed no pnp_restorations_per_s: {got:?}");
+    };
+    println!("| run | restorations/s | vs PyTorch one at a time |");
+    println!("|---|---|---|");
+    println!("| PyTorch (deepinv) one at a time | {anchor_rate:.4} | 1.00 |");
+    println!(
+        "| gradstep one at a time | {single_rate:.4} | {:.2} |",
+        single_rate / anchor_rate
+    );
+    println!(
+        "| gradstep batched | {batched_rate:.4} | {:.2} |",
+        batched_rate / anchor_rate
+    );
+    println!("bench-pnp speedup {:.3}", batched_rate / anchor_rate);
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! `gradstep bench prox`: one Prox-DRUNet training step with the reference power iteration
+//! and with Lanczos, and how far apart their norm estimates are on the same batch.
+//!
+//! The step: `y = x + σξ`, `∇g_σ(y)` with its graph, `D_σ(y) = y − ∇g_σ(y)`, the penalty
+//! (products without graph, one differentiable product), `loss = mean_b ‖D_σ(y_b) − x_b‖²/n
+//! + μ · mean_b penalty_b`, backward, Adam: the anchor's `prox` mode, done our way.
+use std::path::PathBuf;
+
+use anyhow::bail;
+use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma};
+use gradstep_train::prox::{hessian_norms_at, penalty_at, ProxPenaltyConfig, SpectralEstimator};
+use gradstep_train::{Adam, AdamConfig};
+use tch::{Kind, Tensor};
+
+use crate::cmd::bench::{run_anchor, time_ms};
+use crate::common;
+
+/// Arguments of `gradstep bench prox`.
+#[derive(Debug, clap::Args)]
+pub struct ProxArgs {
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    device: Option<String>,
+    /// Timed steps per estimator (median reported); default 5 on a GPU, 1 on the CPU.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Patches per batch.
+    #[arg(long, default_value_t = 16)]
+    batch: i64,
+    /// Side of the colour patches.
+    #[arg(long, default_value_t = 128)]
+    size: i64,
+    /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
+    #[arg(long)]
+    tiny: bool,
+    /// Lanczos steps (Hessian-vector products before the final one).
+    #[arg(long, default_value_t = 10)]
+    lanczos_steps: usize,
+    /// Lanczos stopping tolerance on the relative Ritz residual.
+    #[arg(long, default_value_t = 1e-3)]
+    lanczos_tolerance: f64,
+    /// `anchor_deepinv.py` to run in the same call (its `prox` mode) for the PyTorch time.
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+    /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
+    #[arg(long, default_value = "python3")]
+    anchor_python: PathBuf,
+}
+
+/// One training step; returns the penalty's products.
+fn step(
+    den: &GradientStepDenoiser,
+    adam: &mut Adam,
+    clean: &Tensor,
+    sigma: f64,
+    cfg: &ProxPenaltyConfig,
+) -> anyhow::Result<usize> {
+    let y = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(sigma)?)?;
+    let at = den.gradient_at(&y, &Sigma::Scalar(sigma))?;
+    let denoised = y.f_sub(at.grad())?;
+    let p = penalty_at(&at, cfg, None)?;
+    let fidelity = denoised.f_sub(clean)?.f_square()?.f_mean(Kind::Float)?;
+    let loss = fidelity.f_add(&p.penalty.f_mean(Kind::Float)?.f_mul_scalar(cfg.mu)?)?;
+    adam.zero_grad()?;
+    loss.f_backward()?;
+    adam.step()?;
+    Ok(p.products)
+}
+
+/// Runs the benchmark.
+pub fn run(a: ProxArgs) -> anyhow::Result<()> {
+    if a.batch < 1 || a.size < 8 {
+        bail!("--batch must be ≥ 1 and --size ≥ 8");
+    }
+    if a.anchor.is_some() && (a.batch, a.size, a.tiny) != (16, 128, false) {
+        bail!("--anchor times the full model on 16 patches of 128²: drop --tiny, --batch, --size");
+    }
+    let device = common::parse_device(a.device.as_deref())?;
+    let gpu = device.is_cuda();
+    if gpu {
+        tch::Cuda::cudnn_set_benchmark(true);
+    } else {
+        println!(
+            "note: no GPU in use: timing on the CPU ({} threads); --tiny --batch 2 --size 32 keeps it short",
+            tch::get_num_threads()
+        );
+    }
+    let reps = a.reps.unwrap_or(if gpu { 5 } else { 1 });
+    let warm = 1;
+    tch::manual_seed(0);
+    let arch = if a.tiny {
+        DrunetConfig::tiny(Activation::Softplus)
+    } else {
+        DrunetConfig {
+            activation: Activation::Softplus,
+            ..Default::default()
+        }
+    };
+    let den = GradientStepDenoiser::new(Drunet::new(&arch, device)?);
+    let sigma = 25.0 / 255.0;
+    let clean = Tensor::f_rand([a.batch, 3, a.size, a.size], (Kind::Float, device))?;
+    let power = ProxPenaltyConfig::default();
+    let lanczos = ProxPenaltyConfig {
+        estimator: SpectralEstimator::Lanczos {
+            steps: a.lanczos_steps,
+        },
+        tolerance: a.lanczos_tolerance,
+        ..Default::default()
+    };
+    lanczos.validate()?;
+
+    // Accuracy first, on one fixed batch and the initial weights.
+    tch::manual_seed(1);
+    let y = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(sigma)?)?;
+    let at = den.gradient_at(&y, &Sigma::Scalar(sigma))?;
+    let start = y.f_rand_like()?;
+    let np = hessian_norms_at(&at, &power, Graph::Inference, Some(&start))?;
+    let nl = hessian_norms_at(&at, &lanczos, Graph::Inference, Some(&start))?;
+    drop(at);
+    let rel_diff = np
+        .values
+        .iter()
+        .zip(&nl.values)
+        .map(|(p, l)| (l - p).abs() / p.abs().max(1e-12))
+        .fold(0.0f64, f64::max);
+    let max = |v: &[f64]| v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "estimates on one batch: power max {:.5} ({} products), Lanczos max {:.5} ({} products), max relative difference {:.3e}",
+        max(&np.values),
+        np.products,
+        max(&nl.values),
+        nl.products,
+        rel_diff
+    );
+
+    let mut times = Vec::new();
+    for (name, cfg) in [("power iteration", &power), ("Lanczos", &lanczos)] {
+        let params = den.network().var_store().variables().into_iter().collect();
+        let mut adam = Adam::new(params, AdamConfig::default())?;
+        let mut products = Vec::new();
+        let ms = time_ms(device, warm, reps, || {
+            products.push(step(&den, &mut adam, &clean, sigma, cfg)?);
+            Ok(())
+        })?;
+        products.sort_unstable();
+        let median = products[products.len() / 2];
+        println!(
+            "ours ({name}): prox_step_b{}_{}_ms {ms:.3}  products (median) {median}",
+            a.batch, a.size
+        );
+        times.push(ms);
+    }
+    let (power_ms, lanczos_ms) = (times[0], times[1]);
+    let base = match &a.anchor {
+        Some(anchor) => {
+            let got = run_anchor(
+                &a.anchor_python,
+                anchor,
+                "prox",
+                device,
+                &["--reps".into(), (5 * reps).to_string()],
+            )?;
+            let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+            let Some(anchor_ms) = get("prox_step_b16_128_ms") else {
+                bail!("the anchor printed no prox_step_b16_128_ms: {got:?}");
+            };
+            if let Some(k) = get("prox_power_iterations_median") {
+                println!("anchor: power iterations (median) {k}");
+            }
+            println!("| Prox step | ms | speedup vs anchor |");
+            println!("|---|---|---|");
+            println!("| PyTorch (deepinv), power iteration | {anchor_ms:.3} | 1.00 |");
+            println!(
+                "| gradstep, power iteration | {power_ms:.3} | {:.2} |",
+                anchor_ms / power_ms
+            );
+            println!(
+                "| gradstep, Lanczos ({} steps) | {lanczos_ms:.3} | {:.2} |",
+                a.lanczos_steps,
+                anchor_ms / lanczos_ms
+            );
+            anchor_ms
+        }
+        None => {
+            println!("no --anchor given: speedup against our own power iteration");
+            power_ms
+        }
+    };
+    println!("bench-prox speedup {:.3}", base / lanczos_ms);
+    Ok(())
+}

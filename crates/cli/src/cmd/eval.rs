@@ -1,0 +1,304 @@
+//! `gradstep eval`: the papers' tables — PSNR per kernel and noise level over a folder of
+//! images, with iterations and seconds — as Markdown on stdout and CSV / JSON under `runs/`.
+//! Problems of equal size are restored in batches (`restore_all`).
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use gradstep_data::{load_image, metrics};
+use gradstep_model::{Graph, Sigma};
+use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem};
+use serde::Serialize;
+use tch::Tensor;
+
+use super::restore::{algorithm_config, task_for, Common, TaskArg};
+use crate::common;
+
+/// Arguments of `gradstep eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// Folder of clean images (PNG, JPEG, BMP, TIFF), in name order.
+    #[arg(long)]
+    images: PathBuf,
+    /// Noise levels ν (0–255), comma-separated (denoise default: 5,15,25,50).
+    #[arg(long)]
+    noise: Option<String>,
+    /// Kernels, e.g. levin:0-7,uniform,gaussian (deblur default) or k12:0-7 (sr default).
+    #[arg(long)]
+    kernels: Option<String>,
+    /// Super-resolution factors, comma-separated.
+    #[arg(long, default_value = "2,3")]
+    scales: String,
+    /// Use at most this many images.
+    #[arg(long)]
+    max_images: Option<usize>,
+    /// Problems restored together (default 8 on a GPU, 2 on the CPU).
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Output folder (default runs/pnp-eval-<task>-<algorithm>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    image: String,
+    kernel: String,
+    scale: i64,
+    noise: f64,
+    psnr: f64,
+    ssim: f64,
+    iterations: usize,
+    seconds: f64,
+}
+
+fn parse_list(s: &str) -> anyhow::Result<Vec<f64>> {
+    s.split(',')
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .with_context(|| format!("bad number `{v}` in `{s}`"))
+        })
+        .collect()
+}
+
+fn image_files(dir: &Path, max: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
+                    .contains(&e.to_ascii_lowercase().as_str())
+            })
+        })
+        .collect();
+    files.sort();
+    files.truncate(max.unwrap_or(usize::MAX));
+    if files.is_empty() {
+        bail!("{}: no images", dir.display());
+    }
+    Ok(files)
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let c = &a.common;
+    let device = common::parse_device(c.device.as_deref())?;
+    let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
+    let channels = ckpt.model.architecture.channels;
+    let files = image_files(&a.images, a.max_images)?;
+    let images: Vec<(String, Tensor)> = files
+        .iter()
+        .map(|p| {
+            let name = p
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((name, load_image(p, channels, device)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let default_noise = if c.task == TaskArg::Denoise {
+        "5,15,25,50"
+    } else {
+        "2.55,7.65,12.75"
+    };
+    let noises = parse_list(a.noise.as_deref().unwrap_or(default_noise))?;
+    let algo = if c.task == TaskArg::Denoise {
+        "denoiser"
+    } else {
+        c.algorithm.as_str()
+    };
+    let task_name = format!("{:?}", c.task).to_lowercase();
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/pnp-eval-{task_name}-{algo}")));
+    common::create_dir(&out)?;
+    if c.task == TaskArg::Denoise {
+        return denoise_table(&den, &images, &noises, c.seed, &out);
+    }
+    let kernels: Vec<Option<KernelSpec>> = match c.task {
+        TaskArg::Deblur => {
+            KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        TaskArg::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => vec![None],
+    };
+    let scales: Vec<i64> = if c.task == TaskArg::Sr {
+        parse_list(&a.scales)?
+            .into_iter()
+            .map(|s| s as i64)
+            .collect()
+    } else {
+        vec![1]
+    };
+    let max_batch = a.max_batch.unwrap_or(if device.is_cuda() { 8 } else { 2 });
+    let mut rows = Vec::new();
+    for &noise in &noises {
+        let mut problems = Vec::new();
+        let mut configs = Vec::new();
+        let mut labels = Vec::new();
+        for k in &kernels {
+            for &s in &scales {
+                let (task, kind) = task_for(c.task, k.as_ref(), s, c)?;
+                let cfg = algorithm_config(c, kind, noise)?;
+                for (name, img) in &images {
+                    problems.push(
+                        RestorationProblem::synthesize(img, &task, noise, c.seed)
+                            .with_context(|| name.clone())?,
+                    );
+                    configs.push(cfg.clone());
+                    labels.push((
+                        name.clone(),
+                        k.as_ref()
+                            .map(|k| k.to_string())
+                            .unwrap_or_else(|| "mask".into()),
+                        s,
+                    ));
+                }
+            }
+        }
+        let items: Vec<_> = problems.iter().zip(&configs).collect();
+        let results = restore_all(&den, &items, max_batch)?;
+        for ((p, r), (image, kernel, scale)) in problems.iter().zip(&results).zip(labels) {
+            let truth = p.ground_truth.as_ref().context("no ground truth")?;
+            let x = r.image.f_clamp(0.0, 1.0)?;
+            rows.push(Row {
+                image,
+                kernel,
+                scale,
+                noise,
+                psnr: metrics::psnr(&x, truth)?[0],
+                ssim: metrics::ssim(&x, truth)?[0],
+                iterations: r.iterations,
+                seconds: r.seconds,
+            });
+        }
+        eprintln!("ν = {noise}: {} restorations done", results.len());
+    }
+    print_table(&rows, &noises);
+    write_outputs(&out, &rows)
+}
+
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
+}
+
+fn print_table(rows: &[Row], noises: &[f64]) {
+    let mut keys: Vec<(String, i64)> = Vec::new();
+    for r in rows {
+        if !keys.contains(&(r.kernel.clone(), r.scale)) {
+            keys.push((r.kernel.clone(), r.scale));
+        }
+    }
+    let head: Vec<String> = noises
+        .iter()
+        .map(|n| format!("ν={n} PSNR | it | s"))
+        .collect();
+    println!("| kernel | scale | {} |", head.join(" | "));
+    println!("|---|---|{}", "---|---|---|".repeat(noises.len()));
+    let cell = |sel: &dyn Fn(&Row) -> bool, n: f64| {
+        let rs: Vec<&Row> = rows.iter().filter(|r| sel(r) && r.noise == n).collect();
+        format!(
+            "{:.2} | {:.0} | {:.2}",
+            mean(rs.iter().map(|r| r.psnr)),
+            mean(rs.iter().map(|r| r.iterations as f64)),
+            mean(rs.iter().map(|r| r.seconds))
+        )
+    };
+    for (k, s) in &keys {
+        let cells: Vec<String> = noises
+            .iter()
+            .map(|&n| cell(&|r: &Row| &r.kernel == k && r.scale == *s, n))
+            .collect();
+        println!("| {k} | {s} | {} |", cells.join(" | "));
+    }
+    let cells: Vec<String> = noises.iter().map(|&n| cell(&|_: &Row| true, n)).collect();
+    println!("| **mean** | | {} |", cells.join(" | "));
+}
+
+fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
+    let mut csv = String::from("image,kernel,scale,noise,psnr,ssim,iterations,seconds\n");
+    for r in rows {
+        csv += &format!(
+            "{},{},{},{},{:.4},{:.5},{},{:.4}\n",
+            r.image, r.kernel, r.scale, r.noise, r.psnr, r.ssim, r.iterations, r.seconds
+        );
+    }
+    gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    gradstep_model::write_atomic(&out.join("results.json"), &serde_json::to_vec_pretty(rows)?)?;
+    eprintln!("wrote {}/results.csv and results.json", out.display());
+    Ok(())
+}
+
+/// CBSD68-style denoising table: `D_σ` (the GS denoiser) against `N_σ` (its network).
+fn denoise_table(
+    den: &gradstep_model::GradientStepDenoiser,
+    images: &[(String, Tensor)],
+    noises: &[f64],
+    seed: i64,
+    out: &Path,
+) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct DenoiseRow<'a> {
+        image: &'a str,
+        sigma: f64,
+        psnr_d: f64,
+        psnr_n: f64,
+    }
+    let mut rows = Vec::new();
+    for &s in noises {
+        for (name, img) in images {
+            tch::manual_seed(seed);
+            let noise = Tensor::f_randn(img.size(), (tch::Kind::Float, tch::Device::Cpu))?
+                .f_to_device(img.device())?;
+            let y = img.f_add(&noise.f_mul_scalar(s / 255.0)?)?;
+            let sigma = Sigma::Scalar(s / 255.0);
+            let d = den
+                .denoise(&y, &sigma, Graph::Inference)?
+                .f_clamp(0.0, 1.0)?;
+            let n = den
+                .network_output(&y, &sigma, Graph::Inference)?
+                .f_clamp(0.0, 1.0)?;
+            rows.push(DenoiseRow {
+                image: name,
+                sigma: s,
+                psnr_d: metrics::psnr(&d, img)?[0],
+                psnr_n: metrics::psnr(&n, img)?[0],
+            });
+        }
+    }
+    println!("| σ | D_σ PSNR | N_σ PSNR |\n|---|---|---|");
+    for &s in noises {
+        let rs: Vec<&DenoiseRow> = rows.iter().filter(|r| r.sigma == s).collect();
+        println!(
+            "| {s} | {:.2} | {:.2} |",
+            mean(rs.iter().map(|r| r.psnr_d)),
+            mean(rs.iter().map(|r| r.psnr_n))
+        );
+    }
+    let mut csv = String::from("image,sigma,psnr_d,psnr_n\n");
+    for r in &rows {
+        csv += &format!("{},{},{:.4},{:.4}\n", r.image, r.sigma, r.psnr_d, r.psnr_n);
+    }
+    gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    gradstep_model::write_atomic(
+        &out.join("results.json"),
+        &serde_json::to_vec_pretty(&rows)?,
+    )?;
+    eprintln!("wrote {}/results.csv and results.json", out.display());
+    Ok(())
+}

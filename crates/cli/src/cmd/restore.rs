@@ -1,0 +1,230 @@
+//! `gradstep restore`: degrade one image, restore it with a PnP algorithm, write the observed
+//! and restored images, the convergence JSON and plots, and print PSNR / SSIM.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use gradstep_data::{load_image, metrics, save_image};
+use gradstep_pnp::{
+    monitor, restore, AlgorithmConfig, AlgorithmKind, KernelSpec, RestorationProblem, Task,
+    TaskKind,
+};
+
+use crate::common;
+
+/// The degradations of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TaskArg {
+    /// Circular blur (levin:I, uniform, gaussian or file:K kernels).
+    Deblur,
+    /// Blur then decimation by --scale (kernels12 kernels: k12:I).
+    Sr,
+    /// Random mask keeping each pixel with probability --keep.
+    Inpaint,
+    /// Additive Gaussian noise only.
+    Denoise,
+}
+
+/// Options shared by `restore` and `eval`.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// gradstep checkpoint (`gradstep import` converts PyTorch ones).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The degradation.
+    #[arg(long, value_enum)]
+    pub task: TaskArg,
+    /// gs-pgd, prox-pgd, prox-drs, prox-drsdiff or hqs.
+    #[arg(long, default_value = "gs-pgd")]
+    pub algorithm: String,
+    /// Regularisation weight λ (GS-PnP) / data step λ (Prox-PnP); default: the paper's.
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// Denoiser level σ on the 0–255 scale; default: the paper's rule for the noise level.
+    #[arg(long)]
+    pub sigma_denoiser: Option<f64>,
+    /// A JSON algorithm config (configs/pnp/*.json) replacing the reference defaults.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Maximum number of iterations (overrides the config).
+    #[arg(long)]
+    pub max_iter: Option<usize>,
+    /// Keep probability of the inpainting mask.
+    #[arg(long, default_value_t = 0.5)]
+    pub keep: f64,
+    /// Seed of the noise (and of the inpainting mask).
+    #[arg(long, default_value_t = 0)]
+    pub seed: i64,
+    /// Folder with levin09.json and kernels12.json (default: $GRADSTEP_SHARED/data/kernels,
+    /// else ../shared/data/kernels).
+    #[arg(long)]
+    pub kernel_dir: Option<PathBuf>,
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// Arguments of `gradstep restore`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    common: Common,
+    /// levin:I, uniform, gaussian, k12:I or file:PATH (.json, .npy, gray .png).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Super-resolution factor.
+    #[arg(long, default_value_t = 2)]
+    scale: i64,
+    /// Noise level ν of the observation on the 0–255 scale.
+    #[arg(long, default_value_t = 7.65)]
+    noise: f64,
+    /// Clean input image (the reference for PSNR / SSIM).
+    input: PathBuf,
+    /// Output folder.
+    outdir: PathBuf,
+}
+
+/// The kernel folder: the option, else `$GRADSTEP_SHARED/data/kernels`, else `../shared/data/kernels`.
+pub fn kernel_dir(opt: &Option<PathBuf>) -> PathBuf {
+    opt.clone().unwrap_or_else(|| {
+        std::env::var_os("GRADSTEP_SHARED")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("../shared"))
+            .join("data/kernels")
+    })
+}
+
+/// The task and the reference-default task kind for a kernel.
+pub fn task_for(
+    task: TaskArg,
+    kernel: Option<&KernelSpec>,
+    scale: i64,
+    c: &Common,
+) -> anyhow::Result<(Task, TaskKind)> {
+    let dir = kernel_dir(&c.kernel_dir);
+    Ok(match task {
+        TaskArg::Denoise => (Task::Denoise, TaskKind::Denoise),
+        TaskArg::Inpaint => (
+            Task::Inpaint {
+                keep: c.keep,
+                mask_seed: c.seed,
+            },
+            TaskKind::Inpaint,
+        ),
+        TaskArg::Deblur => {
+            let spec = kernel.cloned().unwrap_or(KernelSpec::Levin(0));
+            let generated = matches!(spec, KernelSpec::Uniform | KernelSpec::Gaussian);
+            (
+                Task::Deblur(spec.load(&dir)?),
+                TaskKind::Deblur { generated },
+            )
+        }
+        TaskArg::Sr => {
+            if scale < 2 {
+                bail!("--scale must be at least 2, got {scale}");
+            }
+            let spec = kernel.cloned().unwrap_or(KernelSpec::Kernels12(0));
+            (
+                Task::SuperResolution {
+                    kernel: spec.load(&dir)?,
+                    scale,
+                },
+                TaskKind::SuperResolution,
+            )
+        }
+    })
+}
+
+/// The algorithm config: `--config` or the reference defaults, then the overrides.
+pub fn algorithm_config(c: &Common, kind: TaskKind, noise: f64) -> anyhow::Result<AlgorithmConfig> {
+    let mut cfg = match &c.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: bad algorithm config", p.display()))?
+        }
+        None => AlgorithmConfig::reference(c.algorithm.parse::<AlgorithmKind>()?, kind, noise),
+    };
+    if let Some(l) = c.lambda {
+        cfg.set_lambda(l);
+    }
+    if let Some(s) = c.sigma_denoiser {
+        cfg.set_sigma(s);
+    }
+    if let Some(m) = c.max_iter {
+        match &mut cfg {
+            AlgorithmConfig::GsPgd(g) => g.max_iter = m,
+            AlgorithmConfig::ProxPgd(p)
+            | AlgorithmConfig::ProxDrs(p)
+            | AlgorithmConfig::ProxDrsDiff(p) => p.max_iter = m,
+            AlgorithmConfig::Hqs(h) => h.iterations = m,
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    if !(a.noise >= 0.0 && a.noise.is_finite()) {
+        bail!("--noise must be ≥ 0 (0–255 scale), got {}", a.noise);
+    }
+    let c = &a.common;
+    let device = common::parse_device(c.device.as_deref())?;
+    let kernel = a
+        .kernel
+        .as_deref()
+        .map(str::parse::<KernelSpec>)
+        .transpose()?;
+    let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
+    let cfg = algorithm_config(c, kind, a.noise)?;
+    let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
+    let clean = load_image(&a.input, ckpt.model.architecture.channels, device)?;
+    let problem = RestorationProblem::synthesize(&clean, &task, a.noise, c.seed)
+        .with_context(|| format!("{}", a.input.display()))?;
+    common::create_dir(&a.outdir)?;
+    let out = |name: &str| a.outdir.join(name);
+    save_image(&out("observed.png"), &problem.observation)?;
+    let r = restore(&den, &problem, &cfg)?;
+    save_image(&out("restored.png"), &r.image)?;
+    monitor::write_json(&out("convergence.json"), &r, cfg.name())?;
+    let plots = monitor::write_plots(&r.records, &out("objective.png"), &out("psnr.png"))?;
+    std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
+        .with_context(|| format!("cannot write {}", out("config.json").display()))?;
+    report(&problem, &r, &cfg, plots, &a.outdir)
+}
+
+fn report(
+    problem: &RestorationProblem,
+    r: &gradstep_pnp::Restoration,
+    cfg: &AlgorithmConfig,
+    plots: usize,
+    outdir: &Path,
+) -> anyhow::Result<()> {
+    let truth = problem.ground_truth.as_ref().context("no ground truth")?;
+    let restored = r.image.f_clamp(0.0, 1.0)?;
+    let psnr = metrics::psnr(&restored, truth)?[0];
+    let ssim = metrics::ssim(&restored, truth)?[0];
+    if problem.observation.size() == truth.size() {
+        let obs = problem.observation.f_clamp(0.0, 1.0)?;
+        println!(
+            "observed: PSNR {:.2} dB  SSIM {:.4}",
+            metrics::psnr(&obs, truth)?[0],
+            metrics::ssim(&obs, truth)?[0]
+        );
+    }
+    println!(
+        "{} ({}): {} iterations ({:?}), {:.2} s",
+        cfg.name(),
+        problem.degradation.name(),
+        r.iterations,
+        r.stop,
+        r.seconds
+    );
+    println!("restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}");
+    println!(
+        "wrote {} (observed.png, restored.png, convergence.json, config.json, {plots} plot(s))",
+        outdir.display()
+    );
+    Ok(())
+}

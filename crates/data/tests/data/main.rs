@@ -1,0 +1,5 @@
+//! The data crate's integration tests (one binary: libtorch is linked once).
+mod common;
+mod conversions;
+mod sampler;
+mod validation;

@@ -1,0 +1,292 @@
+//! Typed algorithm settings, with the papers' reference defaults.
+//!
+//! Noise levels `σ` are on the 0–255 scale in configs (the denoiser receives `σ/255`).
+use serde::{Deserialize, Serialize};
+
+use crate::error::{PnpError, Result};
+
+/// A denoiser level used for the first iterations only (GS-PnP inpainting: `σ = 50` for 10
+/// iterations, without backtracking or stopping).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigmaWarmup {
+    /// `σ` of the warm-up iterations (0–255 scale).
+    pub sigma: f64,
+    /// Number of warm-up iterations.
+    pub iterations: usize,
+}
+
+/// GS-PnP (ICLR 2022): `x_{k+1} = prox_{τf}(x_k − τλ∇g_σ(x_k))` on `F = f + λ g_σ`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GsPgdConfig {
+    /// Regularisation weight `λ`.
+    pub lambda: f64,
+    /// Denoiser level `σ` (0–255 scale).
+    pub sigma: f64,
+    /// Initial step `τ₀`; `None` means `1/λ`.
+    #[serde(default)]
+    pub tau0: Option<f64>,
+    /// Backtracking: accept only if `F(x_k) − F(x_{k+1}) ≥ (γ/τ)‖x_{k+1} − x_k‖²`.
+    pub gamma: f64,
+    /// Backtracking: `τ ← ητ` on rejection.
+    pub eta: f64,
+    /// Whether backtracking is used.
+    pub backtracking: bool,
+    /// Maximum number of (accepted) iterations.
+    pub max_iter: usize,
+    /// Stop when `|F(x_k) − F(x_{k+1})| / |F(x_{k+1})| < tol`; `None` runs `max_iter`.
+    pub tol: Option<f64>,
+    /// Optional warm-up level (inpainting).
+    #[serde(default)]
+    pub warmup: Option<SigmaWarmup>,
+}
+
+/// Prox-PnP (ICML 2022) with `D^α = (1 − α)I + αD_σ` and step `λ` on `f`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxConfig {
+    /// Step `λ` on the data term (`prox_{λf}` or `x − λ∇f(x)`).
+    pub lambda: f64,
+    /// Relaxation `α` of the denoiser.
+    pub alpha: f64,
+    /// Denoiser level `σ` (0–255 scale).
+    pub sigma: f64,
+    /// Maximum number of iterations.
+    pub max_iter: usize,
+    /// Stop on the relative change of the Lyapunov function `Ψ` (DRS) or of `F` (PGD).
+    pub tol: Option<f64>,
+    /// Optional warm-up level (inpainting).
+    #[serde(default)]
+    pub warmup: Option<SigmaWarmup>,
+}
+
+/// DPIR-style PnP-HQS: `z = prox_{τ_k f}(x_k)`, `x_{k+1} = D_{σ_k}(z)` with `σ_k` log-spaced
+/// from `sigma_start` to `sigma_end` and `τ_k = σ_k² / (λ ν²)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HqsConfig {
+    /// DPIR's `λ` (0.23).
+    pub lambda: f64,
+    /// First denoiser level (49 in DPIR, 0–255 scale).
+    pub sigma_start: f64,
+    /// Last denoiser level, normally the noise level `ν` (0–255 scale).
+    pub sigma_end: f64,
+    /// Number of iterations (8 in DPIR).
+    pub iterations: usize,
+}
+
+/// Which algorithm, with its settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "algorithm", rename_all = "kebab-case")]
+pub enum AlgorithmConfig {
+    /// GS-PnP proximal gradient descent with backtracking.
+    GsPgd(GsPgdConfig),
+    /// Prox-PnP-PGD: `x⁺ = D^α(x − λ∇f(x))`.
+    ProxPgd(ProxConfig),
+    /// Prox-PnP-DRS: `y = D^α(x)`, `z = prox_{λf}(2y − x)`, `x⁺ = x + z − y`.
+    ProxDrs(ProxConfig),
+    /// Prox-PnP-DRSdiff: `y = prox_{λf}(x)`, `z = D^α(2y − x)`, `x⁺ = x + z − y`.
+    #[serde(rename = "prox-drsdiff")]
+    ProxDrsDiff(ProxConfig),
+    /// PnP-HQS baseline.
+    Hqs(HqsConfig),
+}
+
+/// The task the reference defaults are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Denoising (`A = I`).
+    Denoise,
+    /// Deblurring; `generated` is true for the uniform and Gaussian kernels (λ = 0.075).
+    Deblur {
+        /// Uniform or Gaussian kernel.
+        generated: bool,
+    },
+    /// Super-resolution.
+    SuperResolution,
+    /// Inpainting.
+    Inpaint,
+}
+
+/// The algorithm names of the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlgorithmKind {
+    /// `gs-pgd`
+    GsPgd,
+    /// `prox-pgd`
+    ProxPgd,
+    /// `prox-drs`
+    ProxDrs,
+    /// `prox-drsdiff`
+    ProxDrsDiff,
+    /// `hqs`
+    Hqs,
+}
+
+impl std::str::FromStr for AlgorithmKind {
+    type Err = PnpError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "gs-pgd" => AlgorithmKind::GsPgd,
+            "prox-pgd" => AlgorithmKind::ProxPgd,
+            "prox-drs" => AlgorithmKind::ProxDrs,
+            "prox-drsdiff" => AlgorithmKind::ProxDrsDiff,
+            "hqs" => AlgorithmKind::Hqs,
+            _ => {
+                return Err(PnpError::Invalid(format!(
+                    "unknown algorithm `{s}` (expected gs-pgd, prox-pgd, prox-drs, prox-drsdiff or hqs)"
+                )))
+            }
+        })
+    }
+}
+
+impl AlgorithmConfig {
+    /// The reference defaults of the official GS-PnP / Prox-PnP code for a task and noise
+    /// level `ν` (0–255); see `configs/pnp/README.md` for their sources and our deviations.
+    pub fn reference(algorithm: AlgorithmKind, task: TaskKind, noise: f64) -> Self {
+        match algorithm {
+            AlgorithmKind::GsPgd => {
+                let (lambda, factor, tol) = match task {
+                    TaskKind::Deblur { generated: true } => (0.075, 1.8, 1e-5),
+                    TaskKind::Deblur { generated: false } => (0.1, 1.8, 1e-5),
+                    TaskKind::SuperResolution => (0.065, 2.0, 1e-6),
+                    TaskKind::Denoise => (0.1, 1.8, 1e-5),
+                    TaskKind::Inpaint => (0.1, 0.0, 1e-5),
+                };
+                let inpaint = task == TaskKind::Inpaint;
+                AlgorithmConfig::GsPgd(GsPgdConfig {
+                    lambda,
+                    sigma: if inpaint { 10.0 } else { factor * noise },
+                    tau0: None,
+                    gamma: 0.1,
+                    eta: 0.9,
+                    backtracking: !inpaint,
+                    max_iter: if inpaint { 100 } else { 400 },
+                    tol: if inpaint { None } else { Some(tol) },
+                    warmup: inpaint.then_some(SigmaWarmup {
+                        sigma: 50.0,
+                        iterations: 10,
+                    }),
+                })
+            }
+            AlgorithmKind::ProxDrs => {
+                let (lambda, factor) = if noise <= 5.0 {
+                    (5.0, 2.0)
+                } else if noise <= 10.0 {
+                    (1.5, 1.0)
+                } else {
+                    (1.0, 0.75)
+                };
+                AlgorithmConfig::ProxDrs(ProxConfig {
+                    lambda,
+                    alpha: 0.5,
+                    sigma: factor * noise,
+                    max_iter: 1000,
+                    tol: Some(1e-8),
+                    warmup: None,
+                })
+            }
+            AlgorithmKind::ProxPgd | AlgorithmKind::ProxDrsDiff => {
+                let c = ProxConfig {
+                    lambda: 0.99,
+                    alpha: 1.0,
+                    sigma: (0.5 * noise).max(1.9),
+                    max_iter: 1000,
+                    tol: Some(1e-8),
+                    warmup: None,
+                };
+                if algorithm == AlgorithmKind::ProxPgd {
+                    AlgorithmConfig::ProxPgd(c)
+                } else {
+                    AlgorithmConfig::ProxDrsDiff(c)
+                }
+            }
+            AlgorithmKind::Hqs => AlgorithmConfig::Hqs(HqsConfig {
+                lambda: 0.23,
+                sigma_start: 49.0,
+                sigma_end: noise.max(0.1),
+                iterations: 8,
+            }),
+        }
+    }
+
+    /// Sets `λ` (the regularisation weight of GS-PnP, the data step of Prox-PnP, DPIR's `λ`).
+    pub fn set_lambda(&mut self, lambda: f64) {
+        match self {
+            AlgorithmConfig::GsPgd(c) => c.lambda = lambda,
+            AlgorithmConfig::ProxPgd(c)
+            | AlgorithmConfig::ProxDrs(c)
+            | AlgorithmConfig::ProxDrsDiff(c) => c.lambda = lambda,
+            AlgorithmConfig::Hqs(c) => c.lambda = lambda,
+        }
+    }
+
+    /// Sets the denoiser level `σ` (0–255; the last level for HQS).
+    pub fn set_sigma(&mut self, sigma: f64) {
+        match self {
+            AlgorithmConfig::GsPgd(c) => c.sigma = sigma,
+            AlgorithmConfig::ProxPgd(c)
+            | AlgorithmConfig::ProxDrs(c)
+            | AlgorithmConfig::ProxDrsDiff(c) => c.sigma = sigma,
+            AlgorithmConfig::Hqs(c) => c.sigma_end = sigma,
+        }
+    }
+
+    /// Checks that every setting is in range.
+    pub fn validate(&self) -> Result<()> {
+        let pos = |name: &str, v: f64| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(PnpError::Invalid(format!(
+                    "{name} must be positive, got {v}"
+                )))
+            }
+        };
+        match self {
+            AlgorithmConfig::GsPgd(c) => {
+                pos("lambda", c.lambda)?;
+                pos("sigma", c.sigma)?;
+                pos("tau0", c.tau0.unwrap_or(1.0))?;
+                pos("gamma", c.gamma)?;
+                if !(c.eta > 0.0 && c.eta < 1.0) {
+                    return Err(PnpError::Invalid(format!(
+                        "eta must be in (0, 1), got {}",
+                        c.eta
+                    )));
+                }
+            }
+            AlgorithmConfig::ProxPgd(c)
+            | AlgorithmConfig::ProxDrs(c)
+            | AlgorithmConfig::ProxDrsDiff(c) => {
+                pos("lambda", c.lambda)?;
+                pos("sigma", c.sigma)?;
+                if !(c.alpha > 0.0 && c.alpha <= 1.0) {
+                    return Err(PnpError::Invalid(format!(
+                        "alpha must be in (0, 1], got {}",
+                        c.alpha
+                    )));
+                }
+            }
+            AlgorithmConfig::Hqs(c) => {
+                pos("lambda", c.lambda)?;
+                pos("sigma_start", c.sigma_start)?;
+                pos("sigma_end", c.sigma_end)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A short name (`gs-pgd`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            AlgorithmConfig::GsPgd(_) => "gs-pgd",
+            AlgorithmConfig::ProxPgd(_) => "prox-pgd",
+            AlgorithmConfig::ProxDrs(_) => "prox-drs",
+            AlgorithmConfig::ProxDrsDiff(_) => "prox-drsdiff",
+            AlgorithmConfig::Hqs(_) => "hqs",
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The loop shared by every algorithm: a batch of problems, each with its own step size `τ`,
+//! backtracking decision, stopping flag and monitor; finished problems leave the batch.
+//!
+//! An algorithm ([`Scheme`]) only says how to start and how to make one step on the active
+//! problems; acceptance (backtracking), the stopping rule and the records are written here once.
+use std::time::Instant;
+
+use gradstep_model::GradientStepDenoiser;
+use tch::{Kind, Tensor};
+
+use crate::error::Result;
+use crate::monitor::IterationRecord;
+use crate::operators::{Degradation, LinearOperator};
+
+/// The active problems of a batch.
+pub(crate) struct Active {
+    /// Index of each active problem in the batch given to [`run`].
+    pub ids: Vec<usize>,
+    /// Accepted iterations so far, per active problem.
+    pub iters: Vec<usize>,
+    /// Their operator.
+    pub op: Degradation,
+    /// Their observations.
+    pub y: Tensor,
+}
+
+/// The iterate of the active problems.
+pub(crate) struct State {
+    /// `x_k`.
+    pub x: Tensor,
+    /// The image reported as the result at this point (`x_k`, or `D^α(x_k)` for DRS).
+    pub output: Tensor,
+    /// The value whose decrease is tested and whose relative change stops (`F` or `Ψ`).
+    pub value: Vec<f64>,
+    /// `∇g_σ(x_k)` when the scheme keeps it for the next step.
+    pub cache: Option<Tensor>,
+    /// The `σ` (0–1 scale) the cache was computed with, per problem.
+    pub cache_sigma: Vec<f64>,
+}
+
+/// One step (or the start) of the active problems.
+pub(crate) struct Step {
+    /// The proposed next state.
+    pub next: State,
+    /// `F`, `f` and `g` at the proposed point, per problem.
+    pub objective: Vec<f64>,
+    /// Data term `f`.
+    pub data: Vec<f64>,
+    /// Regulariser `g` (or `φ`).
+    pub regulariser: Vec<f64>,
+}
+
+/// Acceptance and stopping rules of one problem at one iteration.
+pub(crate) struct Rules {
+    /// `Some((γ, η))` when backtracking applies.
+    pub backtracking: Option<(f64, f64)>,
+    /// Relative-change tolerance, when early stopping applies.
+    pub tol: Option<f64>,
+    /// Maximum number of iterations.
+    pub max_iter: usize,
+}
+
+/// An algorithm written as a start and a step.
+pub(crate) trait Scheme {
+    /// The starting state from `x₀` (before the scheme's own initial prox, if any).
+    fn start(
+        &self,
+        den: &GradientStepDenoiser,
+        a: &Active,
+        x0: &Tensor,
+        tau: &[f64],
+    ) -> Result<Step>;
+    /// One step from `s` with step sizes `tau`.
+    fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step>;
+    /// The rules for problem `id` at iteration `iter`.
+    fn rules(&self, id: usize, iter: usize) -> Rules;
+    /// `τ₀` of problem `id`.
+    fn tau0(&self, id: usize) -> f64;
+    /// Whether the tested value is a Lyapunov function `Ψ` rather than the objective.
+    fn value_is_lyapunov(&self) -> bool {
+        false
+    }
+}
+
+/// Why a problem stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// The relative change fell below the tolerance.
+    Converged,
+    /// The iteration budget was used.
+    MaxIterations,
+    /// Backtracking shrank `τ` below `10⁻¹²τ₀` without an accepted step.
+    StepCollapsed,
+}
+
+/// What [`run`] returns per problem.
+pub(crate) struct Outcome {
+    pub image: Tensor,
+    pub iterations: usize,
+    pub stop: StopReason,
+    pub records: Vec<IterationRecord>,
+    pub seconds: f64,
+}
+
+fn rows(mask: &[bool], like: &Tensor) -> Result<Tensor> {
+    let m: Vec<u8> = mask.iter().map(|&b| b as u8).collect();
+    Ok(Tensor::f_from_slice(&m)?
+        .f_to_kind(Kind::Bool)?
+        .f_to_device(like.device())?
+        .f_view([-1, 1, 1, 1])?)
+}
+
+fn merge(m: &Tensor, new: &Tensor, old: &Tensor) -> Result<Tensor> {
+    Ok(new.f_where_self(m, old)?)
+}
+
+fn per_image_norm(t: &Tensor) -> Result<Vec<f64>> {
+    let n = t
+        .f_to_kind(Kind::Double)?
+        .f_flatten(1, -1)?
+        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
+    Ok(Vec::<f64>::try_from(&n.f_to_device(tch::Device::Cpu)?)?)
+}
+
+fn psnr_rows(out: &Tensor, truth: &Option<Tensor>) -> Result<Vec<Option<f64>>> {
+    let n = out.size()[0] as usize;
+    match truth {
+        Some(t) => Ok(gradstep_data::psnr(&out.f_clamp(0.0, 1.0)?, t)?
+            .into_iter()
+            .map(Some)
+            .collect()),
+        None => Ok(vec![None; n]),
+    }
+}
+
+/// Runs `scheme` on a batch: `op`, `y`, `x0` (and `truth`) hold all problems stacked.
+pub(crate) fn run(
+    scheme: &dyn Scheme,
+    den: &GradientStepDenoiser,
+    op: Degradation,
+    y: Tensor,
+    x0: &Tensor,
+    truth: Option<Tensor>,
+) -> Result<Vec<Outcome>> {
+    let t0 = Instant::now();
+    let n = x0.size()[0] as usize;
+    let mut a = Active {
+        ids: (0..n).collect(),
+        iters: vec![0; n],
+        op,
+        y,
+    };
+    let mut truth = truth;
+    let mut tau: Vec<f64> = (0..n).map(|i| scheme.tau0(i)).collect();
+    let mut records: Vec<Vec<IterationRecord>> = vec![Vec::new(); n];
+    let mut pending_backtracks = vec![0usize; n];
+    let mut done: Vec<Option<(Tensor, usize, StopReason)>> = (0..n).map(|_| None).collect();
+
+    let lyapunov = scheme.value_is_lyapunov();
+    let start = scheme.start(den, &a, x0, &tau)?;
+    let psnr0 = psnr_rows(&start.next.output, &truth)?;
+    for i in 0..n {
+        records[i].push(IterationRecord {
+            iteration: 0,
+            objective: start.objective[i],
+            data: start.data[i],
+            regulariser: start.regulariser[i],
+            lyapunov: f64::NAN,
+            relative_change: f64::NAN,
+            tau: tau[i],
+            psnr: psnr0[i],
+            backtracks: 0,
+        });
+    }
+    let mut s = start.next;
+
+    while !a.ids.is_empty() {
+        let k = a.ids.len();
+        let tau_active: Vec<f64> = a.ids.iter().map(|&i| tau[i]).collect();
+        let step = scheme.step(den, &a, &s, &tau_active)?;
+        let dx = per_image_norm(&step.next.x.f_sub(&s.x)?)?;
+        let xn = per_image_norm(&s.x)?;
+        let psnr = psnr_rows(&step.next.output, &truth)?;
+        let mut accept = vec![false; k];
+        let mut finished: Vec<Option<StopReason>> = vec![None; k];
+        for j in 0..k {
+            let id = a.ids[j];
+            let rules = scheme.rules(id, a.iters[j]);
+            let (old, new) = (s.value[j], step.next.value[j]);
+            let ok = match rules.backtracking {
+                Some((gamma, _)) => old - new >= gamma / tau[id] * dx[j] * dx[j],
+                None => true,
+            };
+            if !ok {
+                let (_, eta) = rules.backtracking.unwrap_or((0.1, 0.9));
+                tau[id] *= eta;
+                pending_backtracks[id] += 1;
+                if tau[id] < 1e-12 * scheme.tau0(id) {
+                    finished[j] = Some(StopReason::StepCollapsed);
+                }
+                continue;
+            }
+            accept[j] = true;
+            a.iters[j] += 1;
+            records[id].push(IterationRecord {
+                iteration: a.iters[j],
+                objective: step.objective[j],
+                data: step.data[j],
+                regulariser: step.regulariser[j],
+                lyapunov: if lyapunov { new } else { f64::NAN },
+                relative_change: dx[j] / xn[j].max(1e-30),
+                tau: tau_active[j],
+                psnr: psnr[j],
+                backtracks: std::mem::take(&mut pending_backtracks[id]),
+            });
+            let rel = (old - new).abs() / new.abs().max(1e-300);
+            if rules.tol.is_some_and(|tol| rel < tol) {
+                finished[j] = Some(StopReason::Converged);
+            } else if a.iters[j] >= rules.max_iter {
+                finished[j] = Some(StopReason::MaxIterations);
+            }
+        }
+        // Accepted problems move; rejected ones keep their state.
+        let m = rows(&accept, &s.x)?;
+        s = State {
+            x: merge(&m, &step.next.x, &s.x)?,
+            output: merge(&m, &step.next.output, &s.output)?,
+            value: (0..k)
+                .map(|j| {
+                    if accept[j] {
+                        step.next.value[j]
+                    } else {
+                        s.value[j]
+                    }
+                })
+                .collect(),
+            cache: match (&step.next.cache, &s.cache) {
+                (Some(new), Some(old)) => Some(merge(&m, new, old)?),
+                (Some(new), None) if accept.iter().all(|&b| b) => Some(new.shallow_clone()),
+                _ => None,
+            },
+            cache_sigma: (0..k)
+                .map(|j| {
+                    if accept[j] {
+                        step.next.cache_sigma[j]
+                    } else {
+                        s.cache_sigma[j]
+                    }
+                })
+                .collect(),
+        };
+        if finished.iter().all(Option::is_none) {
+            continue;
+        }
+        let mut keep = Vec::new();
+        for (j, fin) in finished.iter().enumerate() {
+            match *fin {
+                Some(reason) => {
+                    let id = a.ids[j];
+                    let row = Tensor::f_from_slice(&[j as i64])?.f_to_device(s.output.device())?;
+                    done[id] = Some((s.output.f_index_select(0, &row)?, a.iters[j], reason));
+                }
+                None => keep.push(j as i64),
+            }
+        }
+        if keep.is_empty() {
+            break;
+        }
+        let idx = Tensor::f_from_slice(&keep)?.f_to_device(s.x.device())?;
+        let pick = |t: &Tensor| -> Result<Tensor> { Ok(t.f_index_select(0, &idx)?) };
+        let keep_u: Vec<usize> = keep.iter().map(|&j| j as usize).collect();
+        s = State {
+            x: pick(&s.x)?,
+            output: pick(&s.output)?,
+            value: keep_u.iter().map(|&j| s.value[j]).collect(),
+            cache: s.cache.as_ref().map(pick).transpose()?,
+            cache_sigma: keep_u.iter().map(|&j| s.cache_sigma[j]).collect(),
+        };
+        a = Active {
+            ids: keep_u.iter().map(|&j| a.ids[j]).collect(),
+            iters: keep_u.iter().map(|&j| a.iters[j]).collect(),
+            op: a.op.select(&idx)?,
+            y: pick(&a.y)?,
+        };
+        truth = truth.as_ref().map(pick).transpose()?;
+    }
+    let seconds = t0.elapsed().as_secs_f64() / n as f64;
+    done.into_iter()
+        .zip(records)
+        .map(|(d, records)| {
+            let (image, iterations, stop) = d.ok_or_else(|| {
+                crate::error::PnpError::Invalid("a problem ended without a result".into())
+            })?;
+            Ok(Outcome {
+                image,
+                iterations,
+                stop,
+                records,
+                seconds,
+            })
+        })
+        .collect()
+}
+
+/// `σ` values (0–255 scale) as the per-image [`gradstep_model::Sigma`] on the `[0, 1]` scale.
+pub(crate) fn sigma_of(levels_255: &[f64]) -> gradstep_model::Sigma {
+    gradstep_model::Sigma::PerImage(levels_255.iter().map(|s| s / 255.0).collect())
+}
+
+/// `[B]` tensor → `Vec<f64>`.
+pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f64>> {
+    Ok(Vec::<f64>::try_from(
+        &t.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?,
+    )?)
+}
+
+/// A `[B]` tensor of `values` like `like`.
+pub(crate) fn tensor_of(values: &[f64], like: &Tensor) -> Result<Tensor> {
+    Ok(Tensor::f_from_slice(values)?
+        .f_to_kind(like.kind())?
+        .f_to_device(like.device())?)
+}

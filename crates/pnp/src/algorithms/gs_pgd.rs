@@ -1,0 +1,121 @@
+//! GS-PnP (Hurault et al., ICLR 2022): proximal gradient descent on `F = f + λ g_σ`,
+//! `x_{k+1} = prox_{τf}(x_k − τλ∇g_σ(x_k))`, started at `x₀ = prox_{τ₀f}(init)`.
+//!
+//! `F` is evaluated exactly at every iterate: the `(g_σ, ∇g_σ)` computed at `x_{k+1}` to test
+//! it are kept for the next step, so one network pass is made per trial.
+use gradstep_model::{GradientStepDenoiser, Graph};
+use tch::Tensor;
+
+use super::config::GsPgdConfig;
+use super::driver::{sigma_of, tensor_of, to_vec, Active, Rules, Scheme, State, Step};
+use crate::error::Result;
+use crate::operators::LinearOperator;
+
+/// GS-PnP over a batch, one config per problem.
+pub(crate) struct GsPgd<'c> {
+    pub configs: Vec<&'c GsPgdConfig>,
+}
+
+impl GsPgd<'_> {
+    fn sigma(&self, id: usize, iter: usize) -> f64 {
+        let c = self.configs[id];
+        match c.warmup {
+            Some(w) if iter < w.iterations => w.sigma,
+            _ => c.sigma,
+        }
+    }
+
+    fn in_warmup(&self, id: usize, iter: usize) -> bool {
+        self.configs[id].warmup.is_some_and(|w| iter < w.iterations)
+    }
+
+    /// `F(x) = f(x) + λ g_σ(x)` with `∇g_σ(x)`, at the levels for the problems' iterations.
+    fn evaluate(
+        &self,
+        den: &GradientStepDenoiser,
+        a: &Active,
+        x: &Tensor,
+        iters: &[usize],
+        output: Tensor,
+    ) -> Result<Step> {
+        let sigmas: Vec<f64> = a
+            .ids
+            .iter()
+            .zip(iters)
+            .map(|(&i, &k)| self.sigma(i, k))
+            .collect();
+        let (g, grad) = den.potential_and_grad(x, &sigma_of(&sigmas), Graph::Inference)?;
+        let f = to_vec(&a.op.data_fidelity(x, &a.y)?)?;
+        let g = to_vec(&g)?;
+        let objective: Vec<f64> = a
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| f[j] + self.configs[i].lambda * g[j])
+            .collect();
+        Ok(Step {
+            next: State {
+                x: x.shallow_clone(),
+                output,
+                value: objective.clone(),
+                cache: Some(grad),
+                cache_sigma: sigmas,
+            },
+            objective,
+            data: f,
+            regulariser: g,
+        })
+    }
+}
+
+impl Scheme for GsPgd<'_> {
+    fn start(
+        &self,
+        den: &GradientStepDenoiser,
+        a: &Active,
+        x0: &Tensor,
+        tau: &[f64],
+    ) -> Result<Step> {
+        let x = a.op.prox_data(x0, &a.y, &tensor_of(tau, x0)?)?;
+        self.evaluate(den, a, &x, &a.iters, x.shallow_clone())
+    }
+
+    fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step> {
+        let sigmas: Vec<f64> = a
+            .ids
+            .iter()
+            .zip(&a.iters)
+            .map(|(&i, &k)| self.sigma(i, k))
+            .collect();
+        let grad = match &s.cache {
+            Some(g) if s.cache_sigma == sigmas => g.shallow_clone(),
+            _ => den.grad(&s.x, &sigma_of(&sigmas), Graph::Inference)?,
+        };
+        let tl: Vec<f64> = a
+            .ids
+            .iter()
+            .zip(tau)
+            .map(|(&i, t)| t * self.configs[i].lambda)
+            .collect();
+        let z =
+            s.x.f_sub(&grad.f_mul(&tensor_of(&tl, &s.x)?.f_view([-1, 1, 1, 1])?)?)?;
+        let x = a.op.prox_data(&z, &a.y, &tensor_of(tau, &s.x)?)?;
+        let next_iters: Vec<usize> = a.iters.iter().map(|k| k + 1).collect();
+        self.evaluate(den, a, &x, &next_iters, x.shallow_clone())
+    }
+
+    fn rules(&self, id: usize, iter: usize) -> Rules {
+        let c = self.configs[id];
+        let warm = self.in_warmup(id, iter);
+        Rules {
+            backtracking: (c.backtracking && !warm).then_some((c.gamma, c.eta)),
+            tol: if warm { None } else { c.tol },
+            max_iter: c.max_iter,
+        }
+    }
+
+    fn tau0(&self, id: usize) -> f64 {
+        let c = self.configs[id];
+        c.tau0.unwrap_or(1.0 / c.lambda)
+    }
+}

@@ -1,0 +1,250 @@
+//! [`PnpRunner`]: one sweep point = synthesize the observations of an image set and restore
+//! them with the crate's public API ([`crate::algorithms::restore_all`]), then score them.
+//!
+//! Observation `i` of a set (sorted file order) is drawn with seed `settings.seed + i`; the
+//! inpainting mask with the same seed. The denoiser and the images of the last point are
+//! kept, so a grid that varies only the algorithm's parameters loads them once.
+use std::path::PathBuf;
+
+use gradstep_model::{Checkpoint, GradientStepDenoiser};
+use tch::{Device, Kind, Tensor};
+
+use crate::algorithms::{AlgorithmConfig, AlgorithmKind, TaskKind};
+use crate::error::{PnpError, Result};
+use crate::kernels::KernelSpec;
+use crate::problem::{RestorationProblem, Task as Degrade};
+use crate::sweep::config::{ImageSet, SweepAlgorithm, Task};
+use crate::sweep::engine::{PointResult, PointRunner};
+use crate::sweep::grid::Point;
+use crate::sweep::store::{Curve, ImageScore};
+
+/// The images of the last set loaded: the set, the channel count, `(file name, image)`.
+type LoadedSet = (ImageSet, i64, Vec<(String, Tensor)>);
+
+/// Restores sweep points with the PnP algorithms.
+pub struct PnpRunner {
+    device: Device,
+    max_batch: usize,
+    denoiser: Option<(PathBuf, GradientStepDenoiser)>,
+    images: Option<LoadedSet>,
+}
+
+impl PnpRunner {
+    /// A runner on `device`, restoring up to `max_batch` images of a point in one batch.
+    pub fn new(device: Device, max_batch: usize) -> Self {
+        PnpRunner {
+            device,
+            max_batch: max_batch.max(1),
+            denoiser: None,
+            images: None,
+        }
+    }
+
+    fn denoiser(&mut self, path: &PathBuf) -> Result<&GradientStepDenoiser> {
+        if self.denoiser.as_ref().is_none_or(|(p, _)| p != path) {
+            self.denoiser = None;
+            let den = Checkpoint::read(path)?.denoiser(self.device, Kind::Float, path)?;
+            self.denoiser = Some((path.clone(), den));
+        }
+        Ok(&self.denoiser.as_ref().expect("just loaded").1)
+    }
+
+    fn images(&mut self, set: &ImageSet, channels: i64) -> Result<Vec<(String, Tensor)>> {
+        let cached = self
+            .images
+            .as_ref()
+            .is_some_and(|(s, c, _)| s == set && *c == channels);
+        if !cached {
+            self.images = None;
+            let loaded = load_set(set, channels, self.device)?;
+            self.images = Some((set.clone(), channels, loaded));
+        }
+        let (.., images) = self.images.as_ref().expect("just loaded");
+        Ok(images
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect())
+    }
+
+    fn restore_point(&mut self, p: &Point) -> Result<PointResult> {
+        let config = algorithm_config(p)?;
+        let degrade = degradation(p)?;
+        let channels = self.denoiser(&p.checkpoint)?.network().config().channels;
+        let images = self.images(&p.image_set, channels)?;
+        let mut problems = Vec::with_capacity(images.len());
+        for (i, (_, clean)) in images.iter().enumerate() {
+            let seed = p.settings.seed as i64 + i as i64;
+            let degrade = match &degrade {
+                Degrade::Inpaint { keep, .. } => Degrade::Inpaint {
+                    keep: *keep,
+                    mask_seed: seed,
+                },
+                d => d.clone(),
+            };
+            problems.push(RestorationProblem::synthesize(
+                clean, &degrade, p.noise, seed,
+            )?);
+        }
+        let items: Vec<(&RestorationProblem, &AlgorithmConfig)> =
+            problems.iter().map(|pr| (pr, &config)).collect();
+        let max_batch = self.max_batch;
+        let den = self.denoiser(&p.checkpoint)?;
+        let results = crate::algorithms::restore_all(den, &items, max_batch)?;
+        let mut scores = Vec::with_capacity(results.len());
+        let mut curve = None;
+        for (((name, _), problem), r) in images.iter().zip(&problems).zip(&results) {
+            let truth = problem.ground_truth.as_ref().ok_or_else(|| {
+                PnpError::Invalid("synthesized problem without ground truth".into())
+            })?;
+            let x = r.image.f_clamp(0.0, 1.0)?;
+            scores.push(ImageScore {
+                image: name.clone(),
+                psnr: gradstep_data::psnr(&x, truth)?[0],
+                ssim: gradstep_data::ssim(&x, truth)?[0],
+                iterations: r.iterations,
+                seconds: r.seconds,
+            });
+            if curve.is_none() {
+                curve = Some(Curve {
+                    image: name.clone(),
+                    objective: r.records.iter().map(|k| k.objective).collect(),
+                    psnr: r
+                        .records
+                        .iter()
+                        .map(|k| k.psnr.unwrap_or(f64::NAN))
+                        .collect(),
+                });
+            }
+        }
+        Ok(PointResult {
+            images: scores,
+            curve,
+        })
+    }
+}
+
+impl PointRunner for PnpRunner {
+    fn run(&mut self, point: &Point) -> std::result::Result<PointResult, String> {
+        self.restore_point(point).map_err(|e| e.to_string())
+    }
+}
+
+/// The images of a set, in sorted file order, limited and centre-cropped as configured.
+pub fn load_set(set: &ImageSet, channels: i64, device: Device) -> Result<Vec<(String, Tensor)>> {
+    let (files, _) = gradstep_data::dataset::scan(std::slice::from_ref(&set.dir))?;
+    let files: Vec<_> = files
+        .into_iter()
+        .take(set.limit.unwrap_or(usize::MAX))
+        .collect();
+    if files.is_empty() {
+        return Err(PnpError::file(&set.dir, "holds no image"));
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        let mut img = gradstep_data::load_image(&f.path, channels, device)?;
+        if let Some(c) = set.crop {
+            let s = img.size();
+            let (h, w) = (s[2], s[3]);
+            if h < c || w < c {
+                return Err(PnpError::file(
+                    &f.path,
+                    format!("{h}×{w} is smaller than the crop {c}"),
+                ));
+            }
+            img = img
+                .f_narrow(2, (h - c) / 2, c)?
+                .f_narrow(3, (w - c) / 2, c)?
+                .f_contiguous()?;
+        }
+        let name = f
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        out.push((name, img));
+    }
+    Ok(out)
+}
+
+/// The degradation of a point (the inpainting mask seed is set per image by the caller).
+fn degradation(p: &Point) -> Result<Degrade> {
+    let kernel = || -> Result<crate::kernels::Kernel> {
+        let k = p
+            .kernel
+            .as_ref()
+            .ok_or_else(|| PnpError::Invalid(format!("{:?} needs a kernel", p.task)))?;
+        let dir = p.settings.kernel_dir.clone().unwrap_or_default();
+        k.0.load(&dir)
+    };
+    Ok(match p.task {
+        Task::Denoise => Degrade::Denoise,
+        Task::Deblur => Degrade::Deblur(kernel()?),
+        Task::Sr => Degrade::SuperResolution {
+            kernel: kernel()?,
+            scale: i64::from(p.scale.unwrap_or(2)),
+        },
+        Task::Inpaint => Degrade::Inpaint {
+            keep: p.settings.keep_probability.unwrap_or(0.5),
+            mask_seed: p.settings.seed as i64,
+        },
+    })
+}
+
+/// The reference configuration of the point's algorithm and task, with the point's values.
+pub fn algorithm_config(p: &Point) -> Result<AlgorithmConfig> {
+    let kind = match p.algorithm {
+        SweepAlgorithm::GsPgd => AlgorithmKind::GsPgd,
+        SweepAlgorithm::ProxPgd => AlgorithmKind::ProxPgd,
+        SweepAlgorithm::ProxDrs => AlgorithmKind::ProxDrs,
+        SweepAlgorithm::ProxDrsDiff => AlgorithmKind::ProxDrsDiff,
+        SweepAlgorithm::Hqs => AlgorithmKind::Hqs,
+    };
+    let task = match p.task {
+        Task::Denoise => TaskKind::Denoise,
+        Task::Deblur => TaskKind::Deblur {
+            generated: matches!(
+                p.kernel.as_ref().map(|k| &k.0),
+                Some(KernelSpec::Uniform | KernelSpec::Gaussian)
+            ),
+        },
+        Task::Sr => TaskKind::SuperResolution,
+        Task::Inpaint => TaskKind::Inpaint,
+    };
+    let mut c = AlgorithmConfig::reference(kind, task, p.noise);
+    if let Some(l) = p.lambda {
+        c.set_lambda(l);
+    }
+    if let Some(s) = p.sigma_den_255() {
+        c.set_sigma(s);
+    }
+    let name = c.name();
+    let bad = |what: &str| PnpError::Invalid(format!("{what} does not apply to {name}"));
+    match &mut c {
+        AlgorithmConfig::GsPgd(g) => {
+            if p.alpha.is_some() {
+                return Err(bad("alpha"));
+            }
+            g.tau0 = p.tau0.or(g.tau0);
+            g.backtracking = p.settings.backtracking.unwrap_or(g.backtracking);
+            g.max_iter = p.settings.max_iter.unwrap_or(g.max_iter);
+            g.tol = p.settings.tol.or(g.tol);
+        }
+        AlgorithmConfig::ProxPgd(x)
+        | AlgorithmConfig::ProxDrs(x)
+        | AlgorithmConfig::ProxDrsDiff(x) => {
+            if p.tau0.is_some() {
+                return Err(bad("tau0"));
+            }
+            x.alpha = p.alpha.unwrap_or(x.alpha);
+            x.max_iter = p.settings.max_iter.unwrap_or(x.max_iter);
+            x.tol = p.settings.tol.or(x.tol);
+        }
+        AlgorithmConfig::Hqs(h) => {
+            if p.tau0.is_some() || p.alpha.is_some() {
+                return Err(bad("tau0 / alpha"));
+            }
+            h.iterations = p.settings.max_iter.unwrap_or(h.iterations);
+        }
+    }
+    c.validate()?;
+    Ok(c)
+}

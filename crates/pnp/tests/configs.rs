@@ -1,0 +1,100 @@
+//! The shipped configs parse and agree with the reference defaults in code.
+use gradstep_pnp::{AlgorithmConfig, AlgorithmKind, Kernel, KernelSpec, TaskKind};
+
+fn configs_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/pnp"))
+}
+
+#[test]
+fn shipped_configs_parse_and_validate() {
+    let mut n = 0;
+    for e in std::fs::read_dir(configs_dir()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).unwrap();
+        let c: AlgorithmConfig =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        c.validate().unwrap();
+        n += 1;
+    }
+    assert!(n >= 5, "only {n} configs");
+}
+
+#[test]
+fn deblur_reference_matches_its_config_file() {
+    let text =
+        std::fs::read_to_string(configs_dir().join("gs-pgd-deblur-levin-7.65.json")).unwrap();
+    let c: AlgorithmConfig = serde_json::from_str(&text).unwrap();
+    let mut r = AlgorithmConfig::reference(
+        AlgorithmKind::GsPgd,
+        TaskKind::Deblur { generated: false },
+        7.65,
+    );
+    let AlgorithmConfig::GsPgd(g) = &r else {
+        panic!("not GS-PnP")
+    };
+    assert!((g.sigma - 13.77).abs() < 1e-9, "σ = 1.8ν = {}", g.sigma);
+    r.set_sigma(13.77);
+    assert_eq!(c, r);
+}
+
+#[test]
+fn unknown_fields_are_rejected() {
+    let bad = r#"{"algorithm":"hqs","lambda":0.23,"sigma_start":49,"sigma_end":7.65,"iterations":8,"typo":1}"#;
+    assert!(serde_json::from_str::<AlgorithmConfig>(bad).is_err());
+}
+
+#[test]
+fn matlab_gaussian_and_uniform_kernels() {
+    let g = Kernel::gaussian(25, 1.6).unwrap();
+    let v = g.values();
+    assert!((v.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    // Centre value of fspecial('gaussian', 25, 1.6): 1 / Σ exp(−r²/(2·1.6²)) ≈ 1/(2π·1.6²).
+    let centre = v[12 * 25 + 12];
+    assert!(
+        (centre - 1.0 / (2.0 * std::f64::consts::PI * 2.56)).abs() < 1e-4,
+        "{centre}"
+    );
+    assert_eq!(v[3 * 25 + 7], v[7 * 25 + 3]);
+    let u = Kernel::uniform(9).unwrap();
+    assert!(u.values().iter().all(|&x| (x - 1.0 / 81.0).abs() < 1e-15));
+}
+
+#[test]
+fn kernel_lists_parse() {
+    let l = KernelSpec::parse_list("levin:0-7,uniform,gaussian").unwrap();
+    assert_eq!(l.len(), 10);
+    assert_eq!(l[7], KernelSpec::Levin(7));
+    assert!(KernelSpec::parse_list("blurry").is_err());
+}
+
+#[test]
+fn benchmark_kernel_sets_load() {
+    let dir = std::env::var_os("GRADSTEP_SHARED")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared"))
+        })
+        .join("data/kernels");
+    if !dir.join("levin09.json").is_file() {
+        if std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() == Ok("1") {
+            panic!("GRADSTEP_REQUIRE_SHARED=1 but {} is missing", dir.display());
+        }
+        eprintln!(
+            "skipping: no kernels at {} (set GRADSTEP_SHARED)",
+            dir.display()
+        );
+        return;
+    }
+    let levin = gradstep_pnp::kernels::load_kernel_set(&dir.join("levin09.json")).unwrap();
+    let sizes: Vec<usize> = levin.iter().map(|k| k.height()).collect();
+    assert_eq!(sizes, vec![19, 17, 15, 27, 13, 21, 23, 23]);
+    let k12 = gradstep_pnp::kernels::load_kernel_set(&dir.join("kernels12.json")).unwrap();
+    assert_eq!(k12.len(), 12);
+    assert!(k12
+        .iter()
+        .all(|k| k.height() == 25 && (k.values().iter().sum::<f64>() - 1.0).abs() < 1e-9));
+    assert!(matches!(KernelSpec::Levin(9).load(&dir), Err(e) if e.to_string().contains("index 9")));
+}

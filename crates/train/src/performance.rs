@@ -1,0 +1,51 @@
+//! Speed settings of a training run that do not change what is learned (up to rounding):
+//! the precision of the forward pass and how `∇g_σ` is differentiated.
+use gradstep_model::GradMethod;
+use serde::{Deserialize, Serialize};
+
+/// The `performance` section of a training config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformanceConfig {
+    /// Precision of the denoiser's forward pass.
+    #[serde(default)]
+    pub precision: Precision,
+    /// How `J_N(y)ᵀ r` in `∇g_σ(y)` is computed (and so how the loss is differentiated).
+    #[serde(default)]
+    pub grad_method: GradientMethod,
+}
+
+/// Precision of the denoiser's forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in float32.
+    #[default]
+    Fp32,
+    /// CUDA autocast in bfloat16 for the forward pass of `D_σ` (and the Prox penalty's
+    /// products); parameters, their gradients, Adam and the loss `‖D_σ(y) − x‖²` stay
+    /// float32. No effect on the CPU (the trainer warns once).
+    Bf16,
+}
+
+/// How `∇g_σ(y) = y − N_σ(y) − J_N(y)ᵀ(y − N_σ(y))` is computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GradientMethod {
+    /// The explicit adjoint pass ([`GradMethod::Adjoint`]): training needs first-order
+    /// autograd only.
+    #[default]
+    Adjoint,
+    /// Autograd's vector-Jacobian product, differentiated again by the loss (double
+    /// backward, [`GradMethod::Autograd`]): the reference, slower and larger.
+    Autograd,
+}
+
+impl From<GradientMethod> for GradMethod {
+    fn from(m: GradientMethod) -> Self {
+        match m {
+            GradientMethod::Adjoint => GradMethod::Adjoint,
+            GradientMethod::Autograd => GradMethod::Autograd,
+        }
+    }
+}

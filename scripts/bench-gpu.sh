@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# All GPU benchmarks beside the PyTorch anchor, in one call (issue 8):
+# model (∇g, GS training step), prox (training step with the spectral-norm penalty) and
+# pnp (GS-PnP deblurring of CBSD10). Prints one table with the GPU's name; last line:
+# `bench-gpu min-speedup <ratio>` (the smallest of the three speedups).
+#
+#   GRADSTEP_BIN    the gradstep binary (default: target/release/gradstep)
+#   ANCHOR_PYTHON   Python with torch 2.11 + deepinv 0.5.0 (default: python3)
+#   GRADSTEP_SHARED the shared folder with bench/anchor_deepinv.py and data/CBSD10 (default: ../shared)
+#   OUT_DIR         where the full logs go (default: runs/bench-gpu)
+set -uo pipefail
+bin=${GRADSTEP_BIN:-target/release/gradstep}
+py=${ANCHOR_PYTHON:-python3}
+shared=${GRADSTEP_SHARED:-../shared}
+out=${OUT_DIR:-runs/bench-gpu}
+mkdir -p "$out"
+anchor="$shared/bench/anchor_deepinv.py"
+[ -x "$bin" ] || { echo "bench-gpu: no binary at $bin (build with cargo build --release)" >&2; exit 1; }
+[ -f "$anchor" ] || { echo "bench-gpu: no anchor at $anchor (set GRADSTEP_SHARED)" >&2; exit 1; }
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+[ -n "$gpu" ] || gpu="no GPU (CPU run)"
+
+run() { # name, then the command
+    local name=$1; shift
+    echo "== $name: $*" >&2
+    "$@" 2>&1 | grep -v 'Warning: at::autocast' | tee "$out/$name.txt" >&2
+}
+run model "$bin" bench model --anchor "$anchor" --anchor-python "$py"
+run prox "$bin" bench prox --anchor "$anchor" --anchor-python "$py"
+run pnp "$bin" bench pnp --images "$shared/data/CBSD10" --anchor "$anchor" --anchor-python "$py"
+
+speedup() { grep -E "^bench-$1 speedup " "$out/$1.txt" | tail -1 | awk '{print $3}'; }
+echo
+echo "GPU: $gpu"
+echo "| benchmark | speedup vs PyTorch (same run) | goal |"
+echo "|---|---|---|"
+min=""
+for b in model prox pnp; do
+    s=$(speedup $b)
+    goal=3; [ $b = pnp ] && goal=4
+    echo "| $b | ${s:-failed} | ${goal}× |"
+    if [[ "$s" =~ ^[0-9.]+$ ]]; then
+        if [ -z "$min" ] || awk "BEGIN{exit !($s < $min)}"; then min=$s; fi
+    else
+        min=0
+    fi
+done
+echo "bench-gpu min-speedup ${min:-0}"
