@@ -13,13 +13,7 @@ use crate::error::{DataError, Result};
 /// Decodes `path` (PNG, JPEG, BMP, TIFF) into `[C, H, W]` floats on `[0, 1]`, row-major,
 /// as a plain vector with its height and width.
 pub fn decode(path: &Path, channels: i64) -> Result<(Vec<f32>, usize, usize)> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::file(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::file(path, e))?
-        .decode()
-        .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))?;
-    Ok(planar(&img, channels))
+    Ok(planar(&open(path)?, channels))
 }
 
 /// Decodes `path` into 8-bit pixels, interleaved `[H, W, C]` (C = `channels`, 1 or 3), with
@@ -91,18 +85,13 @@ pub fn load_image(path: &Path, channels: i64, device: Device) -> Result<Tensor> 
 
 /// The number of channels of an image file without converting it (1 for gray, 3 otherwise).
 pub fn native_channels(path: &Path) -> Result<i64> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| DataError::file(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::file(path, e))?
-        .decode()
-        .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))?;
+    let img = open(path)?;
     Ok(if img.color().has_color() { 3 } else { 1 })
 }
 
-/// Writes a `[1, C, H, W]` or `[C, H, W]` tensor (values clipped to `[0, 1]`, rounded to
-/// 8 bits) to `path`; the format follows the extension (PNG recommended: lossless).
-pub fn save_image(path: &Path, image: &Tensor) -> Result<()> {
+/// A `[1, C, H, W]` or `[C, H, W]` tensor (C = 1 or 3) as an 8-bit image: values clipped
+/// to `[0, 1]` and rounded. The one conversion used for files, PNG bytes and logs.
+pub fn to_u8_image(image: &Tensor) -> Result<DynamicImage> {
     let t = if image.dim() == 4 {
         image.f_squeeze_dim(0)?
     } else {
@@ -111,12 +100,13 @@ pub fn save_image(path: &Path, image: &Tensor) -> Result<()> {
     let s = t.size();
     if s.len() != 3 || (s[0] != 1 && s[0] != 3) {
         return Err(DataError::Invalid(format!(
-            "cannot save a tensor of shape {:?} as an image",
+            "cannot make an image of a tensor of shape {:?} (expected [1, C, H, W] or [C, H, W], C = 1 or 3)",
             image.size()
         )));
     }
     let (c, h, w) = (s[0], s[1] as u32, s[2] as u32);
     let bytes = t
+        .f_detach()?
         .f_to_device(Device::Cpu)?
         .f_to_kind(Kind::Float)?
         .f_clamp(0.0, 1.0)?
@@ -126,12 +116,27 @@ pub fn save_image(path: &Path, image: &Tensor) -> Result<()> {
         .f_permute([1, 2, 0])?
         .f_contiguous()?;
     let raw = Vec::<u8>::try_from(&bytes.f_flatten(0, -1)?)?;
-    let dynimg = if c == 1 {
+    Ok(if c == 1 {
         DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, raw).expect("size matches"))
     } else {
         let img: RgbImage = ImageBuffer::<Rgb<u8>, _>::from_raw(w, h, raw).expect("size matches");
         DynamicImage::ImageRgb8(img)
-    };
+    })
+}
+
+/// PNG bytes of an image tensor (see [`to_u8_image`]).
+pub fn encode_png(image: &Tensor) -> Result<Vec<u8>> {
+    let img = to_u8_image(image)?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| DataError::Invalid(format!("PNG encoding failed: {e}")))?;
+    Ok(png.into_inner())
+}
+
+/// Writes a `[1, C, H, W]` or `[C, H, W]` tensor (values clipped to `[0, 1]`, rounded to
+/// 8 bits) to `path`; the format follows the extension (PNG recommended: lossless).
+pub fn save_image(path: &Path, image: &Tensor) -> Result<()> {
+    let dynimg = to_u8_image(image)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::file(dir, e))?;
     }

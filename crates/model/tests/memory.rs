@@ -28,7 +28,7 @@ fn inference_memory_is_flat_over_1000_calls() {
                 .hessian_vector_product(&x, &sigma, &v, Graph::Inference)
                 .unwrap();
             assert!(!g.requires_grad() && !h.requires_grad());
-            if i % 100 == 0 {
+            if i.is_multiple_of(100) {
                 // Results that are kept must not pin a graph either.
                 keep.push(g);
             }

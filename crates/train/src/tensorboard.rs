@@ -19,7 +19,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{Result, TrainError};
 
@@ -165,45 +165,13 @@ fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
 
 /// PNG bytes, height, width and channel count of an image tensor on `[0, 1]`.
 fn encode_png(image: &Tensor) -> Result<(Vec<u8>, u32, u32, u32)> {
-    let t = if image.dim() == 4 {
-        image.f_squeeze_dim(0)?
-    } else {
-        image.shallow_clone()
-    };
-    let s = t.size();
-    if s.len() != 3 || (s[0] != 1 && s[0] != 3) {
-        return Err(TrainError::Config(format!(
-            "TensorBoard image must be [C, H, W] with C = 1 or 3, got {:?}",
-            image.size()
-        )));
-    }
-    let (c, h, w) = (s[0] as u32, s[1] as u32, s[2] as u32);
-    let bytes = t
-        .f_detach()?
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?
-        .f_clamp(0.0, 1.0)?
-        .f_mul_scalar(255.0)?
-        .f_round()?
-        .f_to_kind(Kind::Uint8)?
-        .f_permute([1, 2, 0])?
-        .f_contiguous()?
-        .f_flatten(0, -1)?;
-    let raw = Vec::<u8>::try_from(&bytes)?;
-    let color = if c == 1 {
-        image::ExtendedColorType::L8
-    } else {
-        image::ExtendedColorType::Rgb8
-    };
-    let mut png = Vec::new();
-    image::ImageEncoder::write_image(
-        image::codecs::png::PngEncoder::new(&mut png),
-        &raw,
-        w,
-        h,
-        color,
-    )
-    .map_err(|e| TrainError::Config(format!("PNG encoding failed: {e}")))?;
+    let s = image.size();
+    let png = gradstep_data::image_io::encode_png(image)?;
+    let (c, h, w) = (
+        s[s.len() - 3] as u32,
+        s[s.len() - 2] as u32,
+        s[s.len() - 1] as u32,
+    );
     Ok((png, h, w, c))
 }
 

@@ -121,17 +121,24 @@ pub fn run_anchor(
         .collect())
 }
 
-fn model(a: ModelArgs) -> anyhow::Result<()> {
-    let device = common::parse_device(a.device.as_deref())?;
-    let gpu = device.is_cuda();
-    if gpu {
+/// The device a benchmark runs on: cuDNN's autotuning on a GPU (as the anchor does), or a
+/// plain note that the timings are CPU ones (`cpu_hint` says how to keep them short).
+pub fn bench_device(spec: Option<&str>, cpu_hint: &str) -> anyhow::Result<Device> {
+    let device = common::parse_device(spec)?;
+    if device.is_cuda() {
         tch::Cuda::cudnn_set_benchmark(true);
     } else {
         println!(
-            "note: no GPU in use: timing the full model on the CPU ({} threads)",
+            "note: no GPU in use: timing on the CPU ({} threads){cpu_hint}",
             tch::get_num_threads()
         );
     }
+    Ok(device)
+}
+
+fn model(a: ModelArgs) -> anyhow::Result<()> {
+    let device = bench_device(a.device.as_deref(), "")?;
+    let gpu = device.is_cuda();
     let reps = a.reps.unwrap_or(if gpu { 20 } else { 2 });
     let warm = if gpu { 3 } else { 1 };
     tch::manual_seed(0);

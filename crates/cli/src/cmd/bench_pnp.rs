@@ -51,10 +51,10 @@ pub struct PnpArgs {
 
 /// Runs the benchmark.
 pub fn run(a: PnpArgs) -> anyhow::Result<()> {
-    let device = common::parse_device(a.device.as_deref())?;
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
+    let device = crate::cmd::bench::bench_device(
+        a.device.as_deref(),
+        "; --tiny --count 2 --iters 5 keeps it short",
+    )?;
     let den = match &a.checkpoint {
         Some(p) => common::load_denoiser(p, device)?.1,
         None => {

@@ -13,7 +13,6 @@ use gradstep_train::{Adam, AdamConfig};
 use tch::{Kind, Tensor};
 
 use crate::cmd::bench::{run_anchor, time_ms};
-use crate::common;
 
 /// Arguments of `gradstep bench prox`.
 #[derive(Debug, clap::Args)]
@@ -75,16 +74,11 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
     if a.anchor.is_some() && (a.batch, a.size, a.tiny) != (16, 128, false) {
         bail!("--anchor times the full model on 16 patches of 128²: drop --tiny, --batch, --size");
     }
-    let device = common::parse_device(a.device.as_deref())?;
+    let device = crate::cmd::bench::bench_device(
+        a.device.as_deref(),
+        "; --tiny --batch 2 --size 32 keeps it short",
+    )?;
     let gpu = device.is_cuda();
-    if gpu {
-        tch::Cuda::cudnn_set_benchmark(true);
-    } else {
-        println!(
-            "note: no GPU in use: timing on the CPU ({} threads); --tiny --batch 2 --size 32 keeps it short",
-            tch::get_num_threads()
-        );
-    }
     let reps = a.reps.unwrap_or(if gpu { 5 } else { 1 });
     let warm = 1;
     tch::manual_seed(0);
