@@ -18,6 +18,14 @@ pub fn parse_device(spec: Option<&str>) -> anyhow::Result<Device> {
     }
 }
 
+/// On a GPU, lets cuDNN autotune each new input shape (worth it when the same shapes repeat
+/// for many iterations, as in evaluations and sweeps).
+pub fn autotune_convolutions(device: Device) {
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+}
+
 fn cuda(n: usize) -> anyhow::Result<Device> {
     let count = tch::Cuda::device_count() as usize;
     if n >= count {

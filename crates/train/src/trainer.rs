@@ -59,6 +59,10 @@ pub struct TrainOutcome {
 /// Trains as `cfg` says; see the module doc.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let device = opts.device;
+    if device.is_cuda() {
+        // Every step has the same shapes: let cuDNN pick the fastest algorithms once.
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
     let run_dir = cfg.run_dir();
     let store = CheckpointStore::new(&run_dir, cfg.checkpoint.keep_last);
     let latest = store.latest()?;

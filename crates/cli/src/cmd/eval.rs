@@ -86,6 +86,7 @@ fn image_files(dir: &Path, max: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let c = &a.common;
     let device = common::parse_device(c.device.as_deref())?;
+    common::autotune_convolutions(device);
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
     let channels = ckpt.model.architecture.channels;
     let files = image_files(&a.images, a.max_images)?;

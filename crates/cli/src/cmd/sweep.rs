@@ -106,6 +106,7 @@ fn run_points(a: RunArgs) -> anyhow::Result<()> {
     let name = name_of(&a.config, a.name)?;
     let dir = SweepDir::new(&a.runs_dir, &name)?;
     let device = common::parse_device(a.device.as_deref())?;
+    common::autotune_convolutions(device);
     let mut runner = PnpRunner::new(device, a.batch);
     let total = Shard::select(&a.shard, &sweep::expand(&config)).len();
     let mut k = 0;
