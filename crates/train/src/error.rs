@@ -20,8 +20,8 @@ pub enum TrainError {
     #[error("config: {0}")]
     Config(String),
     /// Reading or writing a file failed.
-    #[error("{path}: {source}", path = .0.display(), source = .1)]
-    Io(std::path::PathBuf, #[source] std::io::Error),
+    #[error("{path}: {error}", path = .0.display(), error = .1)]
+    Io(std::path::PathBuf, std::io::Error),
     /// The loss or the gradient became NaN or infinite.
     #[error("training diverged: {0}")]
     Diverged(String),

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum SweepError {
     /// A file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file concerned.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The sweep configuration is invalid (unknown key, empty axis, missing path, …).
     #[error("{path}: {reason}")]
@@ -48,10 +48,10 @@ pub enum SweepError {
 }
 
 impl SweepError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, error: std::io::Error) -> Self {
         SweepError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         }
     }
 
