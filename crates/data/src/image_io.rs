@@ -83,12 +83,6 @@ pub fn load_image(path: &Path, channels: i64, device: Device) -> Result<Tensor> 
         .f_to_device(device)?)
 }
 
-/// The number of channels of an image file without converting it (1 for gray, 3 otherwise).
-pub fn native_channels(path: &Path) -> Result<i64> {
-    let img = open(path)?;
-    Ok(if img.color().has_color() { 3 } else { 1 })
-}
-
 /// A `[1, C, H, W]` or `[C, H, W]` tensor (C = 1 or 3) as an 8-bit image: values clipped
 /// to `[0, 1]` and rounded. The one conversion used for files, PNG bytes and logs.
 pub fn to_u8_image(image: &Tensor) -> Result<DynamicImage> {

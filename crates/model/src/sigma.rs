@@ -1,5 +1,5 @@
 //! The noise level `σ` given to the network as an extra constant input channel.
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::error::{ModelError, Result};
 
@@ -19,37 +19,6 @@ impl Sigma {
     /// `σ = level / 255` for a level on the 0–255 scale.
     pub fn from_255(level: f64) -> Self {
         Sigma::Scalar(level / 255.0)
-    }
-
-    /// A shallow copy (tensors share storage).
-    pub fn shallow_clone(&self) -> Self {
-        match self {
-            Sigma::Scalar(s) => Sigma::Scalar(*s),
-            Sigma::PerImage(v) => Sigma::PerImage(v.clone()),
-            Sigma::Map(t) => Sigma::Map(t.shallow_clone()),
-        }
-    }
-
-    /// Selects the images `index` of a batch (for batched algorithms that drop finished problems).
-    pub fn select(&self, index: &[i64]) -> Result<Self> {
-        Ok(match self {
-            Sigma::Scalar(s) => Sigma::Scalar(*s),
-            Sigma::PerImage(v) => Sigma::PerImage(
-                index
-                    .iter()
-                    .map(|&i| {
-                        v.get(i as usize)
-                            .copied()
-                            .ok_or_else(|| ModelError::Invalid(format!("σ index {i} out of range")))
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            Sigma::Map(t) if t.size()[0] == 1 => Sigma::Map(t.shallow_clone()),
-            Sigma::Map(t) => {
-                let idx = Tensor::f_from_slice(index)?.f_to_device(t.device())?;
-                Sigma::Map(t.f_index_select(0, &idx)?)
-            }
-        })
     }
 
     /// The `[B, 1, H, W]` channel for an input of `shape = [B, C, H, W]`, on the device and
@@ -83,23 +52,6 @@ impl Sigma {
                     .f_to_device(opts.1)?
                     .f_expand([b, 1, h, w], false)?)
             }
-        }
-    }
-
-    /// The per-image `σ` values as a `[B]` tensor of `kind` on `device`, for scalar and
-    /// per-image levels (a map has no single value per image: its mean is used).
-    pub fn per_image(&self, batch: i64, like: &Tensor) -> Result<Tensor> {
-        let opts = (like.f_kind()?, like.device());
-        match self {
-            Sigma::Scalar(s) => Ok(Tensor::f_full([batch], *s, opts)?),
-            Sigma::PerImage(v) => Ok(Tensor::f_from_slice(v)?
-                .f_to_kind(opts.0)?
-                .f_to_device(opts.1)?),
-            Sigma::Map(t) => Ok(t
-                .f_mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float)?
-                .f_to_kind(opts.0)?
-                .f_to_device(opts.1)?
-                .f_expand([batch], false)?),
         }
     }
 }

@@ -50,6 +50,27 @@ pub(crate) struct Step {
     pub regulariser: Vec<f64>,
 }
 
+impl Step {
+    /// A step to `x` (shown as `output`) where only the data term `f(x)` is known: schemes
+    /// that test no objective (HQS, and the starts of the Prox-PnP schemes).
+    pub(crate) fn data_only(a: &Active, x: Tensor, output: Tensor) -> Result<Step> {
+        let f = to_vec(&a.op.data_fidelity(&x, &a.y)?)?;
+        let unknown = vec![f64::NAN; f.len()];
+        Ok(Step {
+            next: State {
+                x,
+                output,
+                value: unknown.clone(),
+                cache: None,
+                cache_sigma: unknown.clone(),
+            },
+            objective: unknown.clone(),
+            data: f,
+            regulariser: unknown,
+        })
+    }
+}
+
 /// Acceptance and stopping rules of one problem at one iteration.
 pub(crate) struct Rules {
     /// `Some((γ, η))` when backtracking applies.

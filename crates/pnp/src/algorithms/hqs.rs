@@ -6,7 +6,7 @@ use gradstep_model::{GradientStepDenoiser, Graph};
 use tch::Tensor;
 
 use super::config::HqsConfig;
-use super::driver::{sigma_of, tensor_of, to_vec, Active, Rules, Scheme, State, Step};
+use super::driver::{sigma_of, tensor_of, Active, Rules, Scheme, State, Step};
 use crate::error::Result;
 use crate::operators::LinearOperator;
 
@@ -34,20 +34,7 @@ impl Scheme for Hqs<'_> {
         x0: &Tensor,
         _tau: &[f64],
     ) -> Result<Step> {
-        let f = to_vec(&a.op.data_fidelity(x0, &a.y)?)?;
-        let n = f.len();
-        Ok(Step {
-            next: State {
-                x: x0.shallow_clone(),
-                output: x0.shallow_clone(),
-                value: vec![f64::NAN; n],
-                cache: None,
-                cache_sigma: vec![f64::NAN; n],
-            },
-            objective: vec![f64::NAN; n],
-            data: f,
-            regulariser: vec![f64::NAN; n],
-        })
+        Step::data_only(a, x0.shallow_clone(), x0.shallow_clone())
     }
 
     fn step(
@@ -74,20 +61,7 @@ impl Scheme for Hqs<'_> {
             .collect();
         let z = a.op.prox_data(&s.x, &a.y, &tensor_of(&taus, &s.x)?)?;
         let x = den.denoise(&z, &sigma_of(&sig), Graph::Inference)?;
-        let f = to_vec(&a.op.data_fidelity(&x, &a.y)?)?;
-        let n = f.len();
-        Ok(Step {
-            next: State {
-                x: x.shallow_clone(),
-                output: x,
-                value: vec![f64::NAN; n],
-                cache: None,
-                cache_sigma: vec![f64::NAN; n],
-            },
-            objective: vec![f64::NAN; n],
-            data: f,
-            regulariser: vec![f64::NAN; n],
-        })
+        Step::data_only(a, x.shallow_clone(), x)
     }
 
     fn rules(&self, id: usize, _iter: usize) -> Rules {

@@ -84,20 +84,7 @@ impl Scheme for ProxPnp<'_> {
         x0: &Tensor,
         _tau: &[f64],
     ) -> Result<Step> {
-        let f = to_vec(&a.op.data_fidelity(x0, &a.y)?)?;
-        let n = f.len();
-        Ok(Step {
-            next: State {
-                x: x0.shallow_clone(),
-                output: x0.shallow_clone(),
-                value: vec![f64::NAN; n],
-                cache: None,
-                cache_sigma: vec![f64::NAN; n],
-            },
-            objective: vec![f64::NAN; n],
-            data: f,
-            regulariser: vec![f64::NAN; n],
-        })
+        Step::data_only(a, x0.shallow_clone(), x0.shallow_clone())
     }
 
     fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step> {
