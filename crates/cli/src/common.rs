@@ -60,3 +60,24 @@ pub fn python() -> PathBuf {
 pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
+
+/// GPU names from `nvidia-smi` (libtorch's C API does not expose device properties).
+pub fn gpu_names() -> Vec<String> {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The name of CUDA device `index`, if `nvidia-smi` knows it.
+pub fn gpu_name(index: usize) -> Option<String> {
+    gpu_names().into_iter().nth(index)
+}

@@ -389,3 +389,82 @@ fn denoise_reports_psnr_and_rejects_bad_input() {
         .unwrap();
     assert_clear_error(&o, &["tpu"]);
 }
+
+fn trained_tiny() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../model/tests/fixtures/gs-drunet-tiny-elu.safetensors"
+    ))
+}
+
+fn denoised_psnr(s: &str) -> f64 {
+    s.split("denoised ")
+        .last()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no denoised PSNR in {s}"))
+}
+
+#[test]
+fn denoise_in_tiles_matches_the_whole_image_and_checks_the_tile_size() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let img = shared.join("data/set3c/butterfly.png");
+    let run = |tiling: &str| {
+        gradstep()
+            .args(["denoise", "--device", "cpu", "--sigma", "25", "--add-noise"])
+            .args(["--tiling", tiling, "--checkpoint"])
+            .arg(trained_tiny())
+            .arg(&img)
+            .arg(dir.path().join(format!("{}.png", tiling.replace(':', "-"))))
+            .output()
+            .unwrap()
+    };
+    let whole = run("whole");
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    let tiled = run("64:32");
+    assert!(tiled.status.success(), "{}", stderr(&tiled));
+    let (pw, pt) = (
+        denoised_psnr(&stdout(&whole)),
+        denoised_psnr(&stdout(&tiled)),
+    );
+    assert!(
+        pw > 24.0,
+        "the trained fixture denoises (input ≈ 20.5 dB): {pw}"
+    );
+    assert!((pw - pt).abs() <= 0.01, "whole {pw} dB vs tiles {pt} dB");
+    let bad = run("60:32");
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(
+        err.contains("--tiling") && err.contains("multiple of 8") && err.contains("got 60"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_memory_runs_its_searches_and_the_tile_check_on_the_cpu() {
+    let o = gradstep()
+        .args(["bench", "memory", "--device", "cpu", "--tiny"])
+        .args(["--max-batch", "2", "--max-side", "64", "--checkpoint"])
+        .arg(trained_tiny())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("largest GS training batch of 128² colour patches (fp32): ≥ 2"),
+        "{s}"
+    );
+    assert!(
+        s.contains("largest colour image for ∇g at once: ≥ 64²"),
+        "{s}"
+    );
+    let dpsnr: f64 = s
+        .lines()
+        .last()
+        .and_then(|l| l.strip_prefix("bench-memory tiles-vs-whole-dpsnr "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no last line in {s}"));
+    assert!(dpsnr < 0.01, "{s}");
+}

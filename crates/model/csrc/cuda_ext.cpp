@@ -1,5 +1,5 @@
 // What tch's C API does not expose and gradstep needs on a GPU: the autocast precision
-// (bf16 instead of fp16), cuDNN's TF32 switch, and the caching allocator's peak memory.
+// (bf16 instead of fp16), cuDNN's TF32 switch, and the caching allocator's statistics.
 // Every entry point catches C++ exceptions: nothing may unwind into Rust.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
@@ -75,6 +75,17 @@ int64_t gradstep_cuda_allocated(int device) {
 int gradstep_cuda_reset_peak(int device) {
   try {
     c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Returns the caching allocator's unused blocks to the driver (after an out-of-memory probe,
+// so that the next probe starts unfragmented). Returns 0 on success.
+int gradstep_cuda_empty_cache() {
+  try {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)->emptyCache();
     return 0;
   } catch (...) {
     return -1;

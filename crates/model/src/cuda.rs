@@ -12,6 +12,7 @@ mod ffi {
         pub fn gradstep_cuda_peak_allocated(device: i32) -> i64;
         pub fn gradstep_cuda_allocated(device: i32) -> i64;
         pub fn gradstep_cuda_reset_peak(device: i32) -> i32;
+        pub fn gradstep_cuda_empty_cache() -> i32;
     }
 }
 
@@ -90,6 +91,16 @@ pub fn reset_peak(device: Device) {
         #[cfg(gradstep_cuda_ext)]
         unsafe {
             ffi::gradstep_cuda_reset_peak(_i);
+        }
+    }
+}
+
+/// Returns the CUDA caching allocator's unused blocks to the driver (no-op on the CPU).
+pub fn empty_cache() {
+    #[cfg(gradstep_cuda_ext)]
+    if tch::Cuda::is_available() {
+        unsafe {
+            ffi::gradstep_cuda_empty_cache();
         }
     }
 }

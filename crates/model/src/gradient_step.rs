@@ -10,11 +10,17 @@
 //! `J_Nᵀ r` is computed by default with the explicit adjoint pass ([`GradMethod::Adjoint`]),
 //! which makes `∇g_σ` an ordinary forward graph; [`GradMethod::Autograd`] computes it with
 //! autograd (double backward when training) and is kept as the reference.
+//!
+//! Inference-time `∇g_σ` can cover large images tile by tile ([`Tiling`], see
+//! [`crate::tiling`]); training graphs always use the whole input.
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use tch::{Kind, Tensor};
 
 use crate::drunet::Drunet;
 use crate::error::{ModelError, Result};
 use crate::sigma::Sigma;
+use crate::tiling::{halve_until_fits, is_out_of_memory, spans, Tiling, MIN_AUTO_TILE};
 
 /// Whether a computation keeps a graph for training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +75,9 @@ impl GradientAt {
 pub struct GradientStepDenoiser {
     net: Drunet,
     method: GradMethod,
+    tiling: Tiling,
+    /// The core size [`Tiling::Auto`] found to fit (0: the whole image has fitted so far).
+    auto_tile: AtomicI64,
 }
 
 impl GradientStepDenoiser {
@@ -77,7 +86,28 @@ impl GradientStepDenoiser {
         GradientStepDenoiser {
             net,
             method: GradMethod::default(),
+            tiling: Tiling::Whole,
+            auto_tile: AtomicI64::new(0),
         }
+    }
+
+    /// Chooses how inference-time `∇g_σ` covers an image (whole, fixed tiles, or tiles
+    /// only when the whole image runs out of memory).
+    pub fn with_tiling(mut self, tiling: Tiling) -> Result<Self> {
+        tiling.validate()?;
+        self.tiling = tiling;
+        self.auto_tile = AtomicI64::new(0);
+        Ok(self)
+    }
+
+    /// The tiling in use.
+    pub fn tiling(&self) -> Tiling {
+        self.tiling
+    }
+
+    /// The core size [`Tiling::Auto`] has fallen back to, if it had to.
+    pub fn auto_tile(&self) -> Option<i64> {
+        Some(self.auto_tile.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
     /// Chooses how `J_Nᵀ r` is computed.
@@ -127,7 +157,24 @@ impl GradientStepDenoiser {
     }
 
     /// `(g_σ(x), ∇g_σ(x))` from one forward pass: what GS-PnP needs at every iteration.
+    /// With [`Graph::Inference`] the denoiser's [`Tiling`] applies.
     pub fn potential_and_grad(
+        &self,
+        x: &Tensor,
+        sigma: &Sigma,
+        graph: Graph,
+    ) -> Result<(Tensor, Tensor)> {
+        match graph {
+            Graph::Inference => self.inference(x, sigma),
+            Graph::Training => {
+                let (r, grad) = self.residual_and_grad(x, sigma, Graph::Training)?;
+                Ok((half_squared_norm(&r)?, grad))
+            }
+        }
+    }
+
+    /// `(r, ∇g_σ(x))` with `r = x − N_σ(x)`, over the whole input.
+    fn residual_and_grad(
         &self,
         x: &Tensor,
         sigma: &Sigma,
@@ -138,13 +185,94 @@ impl GradientStepDenoiser {
             (GradMethod::Adjoint, Graph::Training) => self.adjoint_grad(x, sigma),
             (GradMethod::Autograd, _) => {
                 let xg = leaf_requiring_grad(x, graph)?;
-                let (pot, grad) = self.autograd_grad(&xg, sigma, graph == Graph::Training)?;
+                let (r, grad) = self.autograd_grad(&xg, sigma, graph == Graph::Training)?;
                 Ok(match graph {
-                    Graph::Inference => (pot.f_detach()?, grad.f_detach()?),
-                    Graph::Training => (pot, grad),
+                    Graph::Inference => (r.f_detach()?, grad.f_detach()?),
+                    Graph::Training => (r, grad),
                 })
             }
         }
+    }
+
+    /// Inference-time `(g_σ, ∇g_σ)` under the denoiser's [`Tiling`].
+    fn inference(&self, x: &Tensor, sigma: &Sigma) -> Result<(Tensor, Tensor)> {
+        match self.tiling {
+            Tiling::Whole => self.inference_whole(x, sigma),
+            Tiling::Fixed { tile, overlap } => self.tiled(x, sigma, tile, overlap),
+            Tiling::Auto { overlap } => {
+                let known = self.auto_tile.load(Ordering::Relaxed);
+                let first = if known > 0 {
+                    self.tiled(x, sigma, known, overlap)
+                } else {
+                    self.inference_whole(x, sigma)
+                };
+                match first {
+                    Err(e) if is_out_of_memory(&e) => {
+                        let s = x.size();
+                        let start = if known > 0 {
+                            known / 2
+                        } else {
+                            s[2].max(s[3]) / 2
+                        };
+                        let (tile, out) = halve_until_fits(start, MIN_AUTO_TILE, |t| {
+                            self.tiled(x, sigma, t, overlap)
+                        })?;
+                        self.auto_tile.store(tile, Ordering::Relaxed);
+                        Ok(out)
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+
+    fn inference_whole(&self, x: &Tensor, sigma: &Sigma) -> Result<(Tensor, Tensor)> {
+        let (r, grad) = self.residual_and_grad(x, sigma, Graph::Inference)?;
+        Ok((half_squared_norm(&r)?, grad))
+    }
+
+    /// `(g_σ, ∇g_σ)` tile by tile: each core of `tile` pixels is cut from `∇g_σ` of a window
+    /// extended by `overlap`; `g_σ` sums `½‖r‖²` over the cores.
+    fn tiled(
+        &self,
+        x: &Tensor,
+        sigma: &Sigma,
+        tile: i64,
+        overlap: i64,
+    ) -> Result<(Tensor, Tensor)> {
+        let s = x.size();
+        if s.len() != 4 {
+            return Err(ModelError::Invalid(format!(
+                "input has shape {s:?}, expected [batch, channels, height, width]"
+            )));
+        }
+        let grad = x.f_zeros_like()?;
+        let mut pot = Tensor::f_zeros([s[0]], (x.f_kind()?, x.device()))?;
+        for sy in spans(s[2], tile, overlap) {
+            for sx in spans(s[3], tile, overlap) {
+                let window = x.f_narrow(2, sy.window_start, sy.window_len)?.f_narrow(
+                    3,
+                    sx.window_start,
+                    sx.window_len,
+                )?;
+                let sig = sigma.window(
+                    sy.window_start,
+                    sx.window_start,
+                    sy.window_len,
+                    sx.window_len,
+                )?;
+                let (r, g) = self.residual_and_grad(&window, &sig, Graph::Inference)?;
+                let core = |t: &Tensor| -> Result<Tensor> {
+                    Ok(t.f_narrow(2, sy.start - sy.window_start, sy.len)?
+                        .f_narrow(3, sx.start - sx.window_start, sx.len)?)
+                };
+                grad.f_narrow(2, sy.start, sy.len)?
+                    .f_narrow(3, sx.start, sx.len)?
+                    .f_copy_(&core(&g)?)?;
+                pot = pot.f_add(&half_squared_norm(&core(&r)?)?)?;
+            }
+        }
+        Ok((pot, grad))
     }
 
     /// `∇²g_σ(x)·v`.
@@ -175,11 +303,12 @@ impl GradientStepDenoiser {
         let (n, cache) = self.net.forward_cached(x, sigma)?;
         let r = x.f_sub(&n)?;
         let jt_r = self.net.adjoint(cache, &r)?;
-        Ok((half_squared_norm(&r)?, r.f_sub(&jt_r)?))
+        let grad = r.f_sub(&jt_r)?;
+        Ok((r, grad))
     }
 
-    /// `∇g` as the autograd gradient of `Σ_b g_σ(x_b)` with respect to `x` (which must
-    /// require grad); `create_graph` keeps it differentiable (double backward).
+    /// `(r, ∇g)`, `∇g` as the autograd gradient of `Σ_b g_σ(x_b)` with respect to `x` (which
+    /// must require grad); `create_graph` keeps it differentiable (double backward).
     fn autograd_grad(
         &self,
         x: &Tensor,
@@ -187,13 +316,13 @@ impl GradientStepDenoiser {
         create_graph: bool,
     ) -> Result<(Tensor, Tensor)> {
         let n = self.net.forward(x, sigma)?;
-        let pot = half_squared_norm(&x.f_sub(&n)?)?;
-        let total = pot.f_sum(pot.kind())?;
+        let r = x.f_sub(&n)?;
+        let total = half_squared_norm(&r)?.f_sum(r.kind())?;
         let mut g = Tensor::f_run_backward(&[total], &[x], create_graph, create_graph)?;
         let g = g
             .pop()
             .ok_or_else(|| ModelError::Invalid("empty backward".into()))?;
-        Ok((pot, g))
+        Ok((r, g))
     }
 }
 

@@ -26,6 +26,7 @@ mod gradient_step;
 pub mod import;
 mod res_block;
 mod sigma;
+pub mod tiling;
 
 pub use checkpoint::{
     write_atomic, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION, MODEL_PREFIX,
@@ -36,3 +37,4 @@ pub use error::{ModelError, Result};
 pub use gradient_step::{GradMethod, GradientAt, GradientStepDenoiser, Graph};
 pub use res_block::ResBlock;
 pub use sigma::Sigma;
+pub use tiling::Tiling;

@@ -56,6 +56,26 @@ impl Sigma {
     }
 }
 
+impl Sigma {
+    /// `σ` for the window `[top, top + h) × [left, left + w)` of the image (a map is cut;
+    /// scalar and per-image levels are unchanged).
+    pub(crate) fn window(&self, top: i64, left: i64, h: i64, w: i64) -> Result<Sigma> {
+        Ok(match self {
+            Sigma::Scalar(s) => Sigma::Scalar(*s),
+            Sigma::PerImage(v) => Sigma::PerImage(v.clone()),
+            Sigma::Map(t) => {
+                let s = t.size();
+                if s.len() != 4 || s[2] < top + h || s[3] < left + w {
+                    return Err(ModelError::Invalid(format!(
+                        "σ map has shape {s:?}, too small for the window at ({top}, {left}) of {h}×{w}"
+                    )));
+                }
+                Sigma::Map(t.f_narrow(2, top, h)?.f_narrow(3, left, w)?)
+            }
+        })
+    }
+}
+
 impl From<f64> for Sigma {
     fn from(s: f64) -> Self {
         Sigma::Scalar(s)

@@ -23,6 +23,8 @@ pub enum Bench {
     Prox(crate::cmd::bench_prox::ProxArgs),
     /// GS-PnP deblurring of CBSD10: batched vs one at a time vs deepinv one at a time.
     Pnp(crate::cmd::bench_pnp::PnpArgs),
+    /// Largest training batch, largest ∇g image (gray, colour), and tiles for larger ones.
+    Memory(crate::cmd::bench_memory::MemoryArgs),
 }
 
 /// Arguments of `gradstep bench model`.
@@ -49,6 +51,7 @@ pub fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Data(a) => crate::cmd::bench_data::run(a),
         Bench::Prox(a) => crate::cmd::bench_prox::run(a),
         Bench::Pnp(a) => crate::cmd::bench_pnp::run(a),
+        Bench::Memory(a) => crate::cmd::bench_memory::run(a),
     }
 }
 
@@ -78,6 +81,13 @@ pub fn time_ms(
     }
     ts.sort_by(f64::total_cmp);
     Ok(ts[ts.len() / 2])
+}
+
+/// Bytes as GiB, or `n/a` (CPU, or no CUDA statistics).
+pub fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".to_string(), |b| {
+        format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+    })
 }
 
 /// Runs `anchor_deepinv.py MODE --device D [extra…]` and returns its `anchor <metric> <value>` lines.
@@ -182,29 +192,12 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
         let train_reps = if gpu { reps } else { 1 };
         gradstep_model::cuda::reset_peak(device);
         let step_ms = time_ms(device, warm, train_reps, || {
-            let noisy = xb.f_add(&xb.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
-            let loss = gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
-                let d = den.denoise(&noisy, &sigma, Graph::Training)?;
-                Ok(d.f_to_kind(Kind::Float)?
-                    .f_sub(&xb)?
-                    .f_square()?
-                    .f_mean(Kind::Float)?)
-            })?;
-            adam.zero_grad()?;
-            loss.f_backward()?;
-            adam.clip_grad_norm(1e-2)?;
-            adam.step()?;
-            Ok(())
+            gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
         })?;
         let step_peak = gradstep_model::cuda::peak_allocated(device);
         let cfg = den.network().config();
         let grad_tflops = 2.0 * cfg.forward_flops(256, 256) / grad_ms * 1e-9;
         let step_tflops = 6.0 * 16.0 * cfg.forward_flops(128, 128) / step_ms * 1e-9;
-        let gib = |b: Option<u64>| {
-            b.map_or("n/a".to_string(), |b| {
-                format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-            })
-        };
         println!(
             "ours ({label}): grad_256_ms {grad_ms:.3} (~{grad_tflops:.1} TFLOP/s, peak {})  train_step_b16_128_ms {step_ms:.3} (~{step_tflops:.1} TFLOP/s, peak {})",
             gib(grad_peak),
@@ -255,6 +248,34 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
         println!("| ({label}) ∇g / train step | {pg:.3} / {ps:.3} | {grad_ms:.3} / {step_ms:.3} | {:.2} / {:.2} |", pg / grad_ms, ps / step_ms);
     }
     println!("bench-model speedup {:.3}", ps / ours_step);
+    Ok(())
+}
+
+/// One GS training step on `clean` (as `gradstep train` makes it): `y = x + σξ`,
+/// `‖D_σ(y) − x‖²` (mean), backward, gradient-norm clipping at 1e-2, Adam.
+pub fn gs_training_step(
+    den: &GradientStepDenoiser,
+    adam: &mut Adam,
+    clean: &Tensor,
+    sigma: &Sigma,
+    bf16: bool,
+) -> anyhow::Result<()> {
+    let level = match sigma {
+        Sigma::Scalar(s) => *s,
+        _ => bail!("the benchmark step takes one σ"),
+    };
+    let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(level)?)?;
+    let loss = gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
+        let d = den.denoise(&noisy, sigma, Graph::Training)?;
+        Ok(d.f_to_kind(Kind::Float)?
+            .f_sub(clean)?
+            .f_square()?
+            .f_mean(Kind::Float)?)
+    })?;
+    adam.zero_grad()?;
+    loss.f_backward()?;
+    adam.clip_grad_norm(1e-2)?;
+    adam.step()?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics, save_image};
-use gradstep_model::{Graph, Sigma};
+use gradstep_model::{Graph, Sigma, Tiling};
 use tch::Tensor;
 
 use crate::common;
@@ -32,6 +32,10 @@ pub struct Args {
     /// cpu, cuda or cuda:N (default: CUDA when available).
     #[arg(long)]
     device: Option<String>,
+    /// How ∇g covers the image: whole, auto[:OVERLAP] (tiles only if the whole image runs
+    /// out of memory) or TILE[:OVERLAP] (pixels, multiples of 8; overlap 32 by default).
+    #[arg(long, default_value = "whole")]
+    tiling: Tiling,
     /// Input image (PNG, JPEG, BMP, TIFF; colour or gray).
     input: PathBuf,
     /// Output image (PNG recommended).
@@ -45,6 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let device = common::parse_device(a.device.as_deref())?;
     let (ckpt, den) = common::load_denoiser(&a.checkpoint, device)?;
+    let den = den.with_tiling(a.tiling)?;
     let channels = ckpt.model.architecture.channels;
     let input = load_image(&a.input, channels, device)?;
     let sigma = a.sigma / 255.0;
@@ -83,8 +88,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("denoising {}", a.input.display()))?;
     let secs = t0.elapsed().as_secs_f64();
     save_image(&a.output, &out)?;
+    let tiles = match den.auto_tile() {
+        Some(t) => format!(", out of memory whole: tiles of {t} px"),
+        None => String::new(),
+    };
     println!(
-        "denoised {} -> {} ({secs:.2} s on {device:?})",
+        "denoised {} -> {} ({secs:.2} s on {device:?}{tiles})",
         a.input.display(),
         a.output.display()
     );

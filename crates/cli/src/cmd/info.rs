@@ -1,4 +1,5 @@
 //! `gradstep info`: what libtorch sees on this machine.
+use crate::common;
 use tch::Cuda;
 
 /// Prints libtorch's version, CUDA / cuDNN status, the GPUs and the CPU threads.
@@ -18,7 +19,7 @@ pub fn run() -> anyhow::Result<()> {
     if Cuda::is_available() {
         let n = Cuda::device_count();
         println!("cuda: available, {n} device(s)");
-        for (i, name) in gpu_names().iter().enumerate().take(n as usize) {
+        for (i, name) in common::gpu_names().iter().enumerate().take(n as usize) {
             println!("  cuda:{i}: {name}");
         }
         if Cuda::cudnn_is_available() {
@@ -30,22 +31,6 @@ pub fn run() -> anyhow::Result<()> {
         println!("cuda: not available: this machine runs on the CPU only");
     }
     Ok(())
-}
-
-/// GPU names from `nvidia-smi` (libtorch's C API does not expose device properties).
-fn gpu_names() -> Vec<String> {
-    std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Whether `libtorch_cuda.so` is mapped into this process (it is dropped at link time

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 pub mod bench;
 pub mod bench_data;
+pub mod bench_memory;
 pub mod bench_pnp;
 pub mod bench_prox;
 pub mod denoise;

@@ -6,7 +6,7 @@
 //! kept, so a grid that varies only the algorithm's parameters loads them once.
 use std::path::PathBuf;
 
-use gradstep_model::{Checkpoint, GradientStepDenoiser};
+use gradstep_model::{Checkpoint, GradientStepDenoiser, Tiling};
 use tch::{Device, Kind, Tensor};
 
 use crate::algorithms::{AlgorithmConfig, AlgorithmKind, TaskKind};
@@ -25,6 +25,7 @@ type LoadedSet = (ImageSet, i64, Vec<(String, Tensor)>);
 pub struct PnpRunner {
     device: Device,
     max_batch: usize,
+    tiling: Tiling,
     denoiser: Option<(PathBuf, GradientStepDenoiser)>,
     images: Option<LoadedSet>,
 }
@@ -35,15 +36,26 @@ impl PnpRunner {
         PnpRunner {
             device,
             max_batch: max_batch.max(1),
+            tiling: Tiling::Whole,
             denoiser: None,
             images: None,
         }
     }
 
+    /// How the denoiser's `∇g_σ` covers large images (see [`Tiling`]).
+    pub fn with_tiling(mut self, tiling: Tiling) -> Result<Self> {
+        tiling.validate()?;
+        self.tiling = tiling;
+        self.denoiser = None;
+        Ok(self)
+    }
+
     fn denoiser(&mut self, path: &PathBuf) -> Result<&GradientStepDenoiser> {
         if self.denoiser.as_ref().is_none_or(|(p, _)| p != path) {
             self.denoiser = None;
-            let den = Checkpoint::read(path)?.denoiser(self.device, Kind::Float, path)?;
+            let den = Checkpoint::read(path)?
+                .denoiser(self.device, Kind::Float, path)?
+                .with_tiling(self.tiling)?;
             self.denoiser = Some((path.clone(), den));
         }
         Ok(&self.denoiser.as_ref().expect("just loaded").1)

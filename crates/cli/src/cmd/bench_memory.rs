@@ -1,0 +1,416 @@
+//! `gradstep bench memory`: how far one device goes, and what tiles cost in accuracy.
+//!
+//! 1. the largest GS training batch of 128² colour patches (fp32, and bf16 autocast on a GPU);
+//! 2. the largest square image whose `∇g_σ` fits at once, gray and colour;
+//! 3. tiles against the whole image at the largest colour size (PSNR of `D_σ` on a noisy
+//!    natural image, mirrored out to that size), then an image 1.5× larger than fits, through
+//!    [`Tiling::Auto`].
+//!
+//! Sizes are found by doubling until libtorch reports out-of-memory, then bisection; each
+//! reported size is re-run alone for its peak memory (the CUDA caching allocator's count).
+//! On the CPU the searches stop at small caps instead (nothing is allowed to exhaust RAM).
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use gradstep_data::{load_image, metrics};
+use gradstep_model::tiling::{mentions_out_of_memory, DEFAULT_OVERLAP, TILE_MULTIPLE};
+use gradstep_model::{
+    cuda, Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma, Tiling,
+};
+use gradstep_train::{Adam, AdamConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::bench::{bench_device, gib, gs_training_step, sync};
+use crate::common;
+
+/// Arguments of `gradstep bench memory`.
+#[derive(Debug, clap::Args)]
+pub struct MemoryArgs {
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    device: Option<String>,
+    /// Largest training batch tried (default: 4096 on a GPU, 4 on the CPU).
+    #[arg(long)]
+    max_batch: Option<i64>,
+    /// Largest image side tried (default: 32768 on a GPU, 96 on the CPU).
+    #[arg(long)]
+    max_side: Option<i64>,
+    /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
+    #[arg(long)]
+    tiny: bool,
+    /// Colour GS checkpoint for the tiles-vs-whole check (default: random weights, whose
+    /// receptive field is less local than a trained denoiser's: a pessimistic check).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Natural image for that check (default: the first CBSD68 image under
+    /// $GRADSTEP_SHARED or ../shared, else datasets/samples/test/coffee.png).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Overlap of the tiles, in pixels.
+    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
+    overlap: i64,
+}
+
+/// The outcome of a size search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Largest {
+    /// The largest size that fitted (`None`: not even the smallest).
+    pub value: Option<i64>,
+    /// Whether the search stopped at its cap without running out of memory.
+    pub capped: bool,
+    /// Sizes tried.
+    pub probes: usize,
+}
+
+/// The largest multiple of `step` up to `cap` for which `fits` holds, assuming it is
+/// monotone: doubling from `start`, then bisection between the last fit and the first failure.
+pub fn largest_fitting(
+    start: i64,
+    step: i64,
+    cap: i64,
+    mut fits: impl FnMut(i64) -> anyhow::Result<bool>,
+) -> anyhow::Result<Largest> {
+    let round = |v: i64| (v / step) * step;
+    let mut lo = 0;
+    let mut hi = None;
+    let mut probes = 0;
+    let mut n = round(start.min(cap)).max(step);
+    loop {
+        probes += 1;
+        if !fits(n)? {
+            hi = Some(n);
+            break;
+        }
+        lo = n;
+        let next = round((n * 2).min(cap));
+        if next <= n {
+            break;
+        }
+        n = next;
+    }
+    while let Some(h) = hi {
+        let mid = round((lo + h) / 2);
+        if mid <= lo || mid >= h {
+            break;
+        }
+        probes += 1;
+        if fits(mid)? {
+            lo = mid;
+        } else {
+            hi = Some(mid);
+        }
+    }
+    Ok(Largest {
+        value: (lo > 0).then_some(lo),
+        capped: hi.is_none(),
+        probes,
+    })
+}
+
+/// `Ok(true)` if `run` succeeds, `Ok(false)` if it ran out of memory, the error otherwise.
+fn fits(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<bool> {
+    let r = run();
+    sync(device);
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.chain().any(|c| mentions_out_of_memory(&c.to_string())) => {
+            cuda::empty_cache();
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `(milliseconds, peak bytes)` of one more run of `run`.
+fn measure(
+    device: Device,
+    run: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<(f64, Option<u64>)> {
+    cuda::empty_cache();
+    cuda::reset_peak(device);
+    sync(device);
+    let t0 = Instant::now();
+    run()?;
+    sync(device);
+    Ok((
+        t0.elapsed().as_secs_f64() * 1e3,
+        cuda::peak_allocated(device),
+    ))
+}
+
+fn describe(l: &Largest, unit: &str) -> String {
+    match (l.value, l.capped) {
+        (Some(v), true) => format!("≥ {v}{unit} (the cap; no out-of-memory)"),
+        (Some(v), false) => format!("{v}{unit}"),
+        (None, _) => "none fits".to_string(),
+    }
+}
+
+fn architecture(tiny: bool, channels: i64) -> DrunetConfig {
+    let base = if tiny {
+        DrunetConfig::tiny(Activation::Elu)
+    } else {
+        DrunetConfig {
+            activation: Activation::Elu,
+            ..Default::default()
+        }
+    };
+    DrunetConfig { channels, ..base }
+}
+
+/// `∇g_σ` of one `side²` image, reduced on the device (so that the work really happens).
+fn grad_once(den: &GradientStepDenoiser, channels: i64, side: i64) -> anyhow::Result<()> {
+    let device = den.network().device();
+    let x = Tensor::f_rand([1, channels, side, side], (Kind::Float, device))?;
+    den.grad(&x, &Sigma::Scalar(25.0 / 255.0), Graph::Inference)?
+        .f_sum(Kind::Float)?
+        .f_double_value(&[])?;
+    Ok(())
+}
+
+/// `img` mirrored out (seamlessly) to `side × side`.
+fn mirrored(img: &Tensor, side: i64) -> anyhow::Result<Tensor> {
+    let tile = Tensor::f_cat(&[img.shallow_clone(), img.f_flip([2])?], 2)?;
+    let tile = Tensor::f_cat(&[tile.shallow_clone(), tile.f_flip([3])?], 3)?;
+    let s = tile.size();
+    let (ry, rx) = ((side + s[2] - 1) / s[2], (side + s[3] - 1) / s[3]);
+    Ok(tile
+        .f_repeat([1, 1, ry, rx])?
+        .f_narrow(2, 0, side)?
+        .f_narrow(3, 0, side)?
+        .f_contiguous()?)
+}
+
+fn default_image() -> Option<PathBuf> {
+    let shared = std::env::var_os("GRADSTEP_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("../shared"));
+    let mut cbsd: Vec<PathBuf> = std::fs::read_dir(shared.join("data/CBSD68"))
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    cbsd.sort();
+    cbsd.into_iter()
+        .next()
+        .or_else(|| Some(PathBuf::from("datasets/samples/test/coffee.png")).filter(|p| p.exists()))
+}
+
+/// Runs the benchmark.
+pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
+    let device = bench_device(a.device.as_deref(), "; searches stop at small caps")?;
+    let gpu = device.is_cuda();
+    let max_batch = a.max_batch.unwrap_or(if gpu { 4096 } else { 4 });
+    let max_side = a.max_side.unwrap_or(if gpu { 32768 } else { 96 });
+    let gpu_name = if let Device::Cuda(i) = device {
+        common::gpu_name(i).unwrap_or_else(|| "a CUDA device".into())
+    } else {
+        "the CPU".into()
+    };
+    println!(
+        "memory limits of the {} model on {gpu_name} ({device:?})",
+        if a.tiny { "tiny" } else { "full" }
+    );
+    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let mut summary = Vec::new();
+
+    // 1. Training batch.
+    tch::manual_seed(0);
+    let den = GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, 3), device)?);
+    let precisions: &[(&str, bool)] = if gpu && cuda::autocast_use_bf16() {
+        &[("fp32", false), ("bf16", true)]
+    } else {
+        &[("fp32", false)]
+    };
+    for &(label, bf16) in precisions {
+        let params = den.network().var_store().variables().into_iter().collect();
+        let mut adam = Adam::new(params, AdamConfig::default())?;
+        let mut step = |b: i64| -> anyhow::Result<()> {
+            let xb = Tensor::f_rand([b, 3, 128, 128], (Kind::Float, device))?;
+            gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
+        };
+        let found = largest_fitting(16.min(max_batch), 8.min(max_batch), max_batch, |b| {
+            fits(device, || step(b))
+        })?;
+        let extra = match found.value {
+            Some(b) => {
+                let (ms, peak) = measure(device, || step(b))?;
+                let mut note = format!("; step {ms:.1} ms, peak {}", gib(peak));
+                if b > 16 {
+                    let (ms16, peak16) = measure(device, || step(16))?;
+                    note += &format!(" (batch 16: {ms16:.1} ms, peak {})", gib(peak16));
+                }
+                note
+            }
+            None => String::new(),
+        };
+        println!(
+            "largest GS training batch of 128² colour patches ({label}): {}{extra}  [{} probes]",
+            describe(&found, ""),
+            found.probes
+        );
+        summary.push((format!("training batch, 128², {label}"), found));
+    }
+    drop(den);
+
+    // 2. Largest single image.
+    let mut colour_side = None;
+    for channels in [1, 3] {
+        tch::manual_seed(0);
+        let den = GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, channels), device)?);
+        let start = 512.min(max_side);
+        let found = largest_fitting(start, 64.min(max_side), max_side, |s| {
+            fits(device, || grad_once(&den, channels, s))
+        })?;
+        let name = if channels == 1 { "gray" } else { "colour" };
+        let extra = match found.value {
+            Some(s) => {
+                let (ms, peak) = measure(device, || grad_once(&den, channels, s))?;
+                let per_pixel = peak.map_or(String::new(), |p| {
+                    format!(" ({:.0} bytes per pixel)", p as f64 / (s * s) as f64)
+                });
+                format!("; ∇g {ms:.1} ms, peak {}{per_pixel}", gib(peak))
+            }
+            None => String::new(),
+        };
+        println!(
+            "largest {name} image for ∇g at once: {}{extra}  [{} probes]",
+            describe(&found, "²"),
+            found.probes
+        );
+        if channels == 3 {
+            colour_side = found.value.map(|v| (v, found.capped));
+        }
+        summary.push((format!("∇g image side, {name}"), found));
+    }
+
+    // 3. Tiles against the whole image, then beyond memory.
+    let Some((side, capped)) = colour_side else {
+        println!("bench-memory: no colour image fitted; tile check skipped");
+        return Ok(());
+    };
+    let mut den = match &a.checkpoint {
+        Some(p) => common::load_denoiser(p, device)?.1,
+        None => {
+            tch::manual_seed(0);
+            GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, 3), device)?)
+        }
+    };
+    let source = a.image.clone().or_else(default_image);
+    let natural = match &source {
+        Some(p) => load_image(p, 3, device).with_context(|| format!("{}", p.display()))?,
+        None => Tensor::f_rand([1, 3, 64, 64], (Kind::Float, device))?,
+    };
+    let weights = match &a.checkpoint {
+        Some(p) => p.display().to_string(),
+        None => "random weights".into(),
+    };
+    let image = match &source {
+        Some(p) => p.display().to_string(),
+        None => "a random image".into(),
+    };
+    tch::manual_seed(5);
+    let level = 25.0 / 255.0;
+    let noisy_of = |clean: &Tensor| -> anyhow::Result<Tensor> {
+        let noise =
+            Tensor::f_randn(clean.size(), (Kind::Float, Device::Cpu))?.f_to_device(device)?;
+        Ok(clean.f_add(&noise.f_mul_scalar(level)?)?)
+    };
+    let clean = mirrored(&natural, side)?;
+    let noisy = noisy_of(&clean)?;
+    let psnr = |d: &Tensor| -> anyhow::Result<f64> {
+        Ok(metrics::psnr(&d.f_clamp(0.0, 1.0)?, &clean)?[0])
+    };
+    let tile = ((side / 2 / TILE_MULTIPLE) * TILE_MULTIPLE).max(TILE_MULTIPLE);
+    let whole = den.denoise(&noisy, &sigma, Graph::Inference)?;
+    den = den.with_tiling(Tiling::Fixed {
+        tile,
+        overlap: a.overlap,
+    })?;
+    let mut tiled = None;
+    let (tiled_ms, tiled_peak) = measure(device, || {
+        tiled = Some(den.denoise(&noisy, &sigma, Graph::Inference)?);
+        Ok(())
+    })?;
+    let tiled = tiled.context("the tiled run gave no result")?;
+    let (pw, pt) = (psnr(&whole)?, psnr(&tiled)?);
+    let max_diff = whole.f_sub(&tiled)?.f_abs()?.f_max()?.f_double_value(&[])?;
+    drop((whole, tiled));
+    println!(
+        "tiles vs whole at {side}² ({image}, σ = 25, {weights}): whole {pw:.4} dB, tiles of {tile} + {} overlap {pt:.4} dB (|ΔPSNR| {:.4} dB, max |ΔD| {max_diff:.2e}); tiled {tiled_ms:.1} ms, peak {}",
+        a.overlap,
+        (pw - pt).abs(),
+        gib(tiled_peak)
+    );
+    if capped {
+        println!("beyond memory: skipped (the whole-image search stopped at its cap)");
+    } else {
+        let big = (side * 3 / 2 / TILE_MULTIPLE) * TILE_MULTIPLE;
+        den = den.with_tiling(Tiling::Auto { overlap: a.overlap })?;
+        let clean_big = mirrored(&natural, big)?;
+        let noisy_big = noisy_of(&clean_big)?;
+        drop(clean_big);
+        let mut out = None;
+        let (ms, peak) = measure(device, || {
+            out = Some(den.denoise(&noisy_big, &sigma, Graph::Inference)?);
+            Ok(())
+        })?;
+        println!(
+            "beyond memory: a {big}² colour image through tiles ({}): {ms:.1} ms, peak {}",
+            den.auto_tile()
+                .map_or("whole image fitted".into(), |t| format!("auto tile {t}")),
+            gib(peak)
+        );
+    }
+    println!("| limit | value |");
+    println!("|---|---|");
+    for (name, l) in &summary {
+        println!("| {name} | {} |", describe(l, ""));
+    }
+    println!("bench-memory tiles-vs-whole-dpsnr {:.5}", (pw - pt).abs());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_finds_the_boundary_with_few_probes() {
+        let mut tried = Vec::new();
+        let l = largest_fitting(16, 8, 4096, |b| {
+            tried.push(b);
+            Ok(b <= 200)
+        })
+        .unwrap();
+        assert_eq!(l.value, Some(200));
+        assert!(!l.capped);
+        assert_eq!(l.probes, tried.len());
+        assert!(l.probes <= 10, "{tried:?}");
+    }
+
+    #[test]
+    fn search_reports_the_cap_and_the_nothing_fits_case() {
+        let l = largest_fitting(16, 8, 100, |_| Ok(true)).unwrap();
+        assert_eq!((l.value, l.capped), (Some(96), true));
+        let l = largest_fitting(16, 8, 100, |_| Ok(false)).unwrap();
+        assert_eq!(l.value, None);
+        let l = largest_fitting(512, 64, 32768, |s| Ok(s <= 5000)).unwrap();
+        assert_eq!(l.value, Some(4992));
+        let e = largest_fitting(16, 8, 100, |_| anyhow::bail!("bad shape"));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn mirrored_images_have_the_size_asked_and_no_seams() {
+        let img = Tensor::arange(12, (Kind::Float, Device::Cpu)).view([1, 1, 3, 4]);
+        let m = mirrored(&img, 10).unwrap();
+        assert_eq!(m.size(), vec![1, 1, 10, 10]);
+        // Row 3 mirrors row 2, column 4 mirrors column 3.
+        let at = |y, x| m.double_value(&[0, 0, y, x]);
+        assert_eq!(at(3, 0), at(2, 0));
+        assert_eq!(at(0, 4), at(0, 3));
+    }
+}
