@@ -2,7 +2,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use gradstep_model::{Checkpoint, GradientStepDenoiser};
+use gradstep_model::{
+    Checkpoint, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision, Tiling,
+};
 use tch::{Device, Kind};
 
 /// Parses `cpu`, `cuda` or `cuda:N`; `None` means CUDA when available, else the CPU.
@@ -80,4 +82,30 @@ pub fn gpu_names() -> Vec<String> {
 /// The name of CUDA device `index`, if `nvidia-smi` knows it.
 pub fn gpu_name(index: usize) -> Option<String> {
     gpu_names().into_iter().nth(index)
+}
+
+/// How the denoiser runs: speed and memory, not results (they agree up to rounding).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// How ∇g covers each image: whole, auto[:OVERLAP] (tiles only if the whole image runs
+    /// out of memory) or TILE[:OVERLAP] (pixels, multiples of 8; overlap 32 by default).
+    #[arg(long, default_value = "whole")]
+    pub tiling: Tiling,
+    /// fp32, or bf16 (CUDA autocast for the convolutions; no effect on the CPU).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+    /// contiguous (NCHW) or channels_last (NHWC) weights and activations.
+    #[arg(long, default_value = "contiguous")]
+    pub memory_format: MemoryFormat,
+}
+
+impl RunOptions {
+    /// The options as the model crate takes them.
+    pub fn inference(&self) -> InferenceOptions {
+        InferenceOptions {
+            tiling: self.tiling,
+            precision: self.precision,
+            memory_format: self.memory_format,
+        }
+    }
 }

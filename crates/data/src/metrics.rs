@@ -6,17 +6,24 @@ use crate::error::{DataError, Result};
 /// PSNR in dB of each image of `[B, C, H, W]` tensors, peak 1: `10 log₁₀(1 / MSE)`.
 /// No clipping or rounding is applied: callers clip first where the paper does.
 pub fn psnr(x: &Tensor, reference: &Tensor) -> Result<Vec<f64>> {
+    let mse = mse_per_image(x, reference)?;
+    let mse = Vec::<f64>::try_from(&mse.f_to_device(tch::Device::Cpu)?)?;
+    Ok(mse.into_iter().map(psnr_of_mse).collect())
+}
+
+/// The mean squared error of each image of `[B, C, H, W]` tensors, as a `[B]` float64 tensor
+/// left on the device (so that a caller can read it together with other values).
+pub fn mse_per_image(x: &Tensor, reference: &Tensor) -> Result<Tensor> {
     same_shape(x, reference)?;
-    let mse = x
-        .f_to_kind(Kind::Double)?
+    Ok(x.f_to_kind(Kind::Double)?
         .f_sub(&reference.f_to_kind(Kind::Double)?)?
         .f_square()?
-        .f_mean_dim([1i64, 2, 3].as_slice(), false, None::<Kind>)?;
-    let mse = Vec::<f64>::try_from(&mse.f_to_device(tch::Device::Cpu)?)?;
-    Ok(mse
-        .into_iter()
-        .map(|m| -10.0 * m.max(1e-20).log10())
-        .collect())
+        .f_mean_dim([1i64, 2, 3].as_slice(), false, None::<Kind>)?)
+}
+
+/// `PSNR = −10 log₁₀ MSE` for images on `[0, 1]` (the MSE floored at 10⁻²⁰).
+pub fn psnr_of_mse(mse: f64) -> f64 {
+    -10.0 * mse.max(1e-20).log10()
 }
 
 /// SSIM of each image of `[B, C, H, W]` tensors on `[0, 1]`, as in the papers' tooling

@@ -55,6 +55,57 @@ impl std::str::FromStr for DenoiserKind {
     }
 }
 
+/// How the network's weights and activations are laid out in memory. Numbers do not depend
+/// on it (up to the rounding of different convolution algorithms); speed may: cuDNN's
+/// tensor-core kernels work in NHWC, and with NCHW tensors it transposes around them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryFormat {
+    /// NCHW, PyTorch's default.
+    #[default]
+    Contiguous,
+    /// NHWC strides behind the same `[B, C, H, W]` shapes (PyTorch's `channels_last`).
+    ChannelsLast,
+}
+
+impl std::str::FromStr for MemoryFormat {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "contiguous" | "nchw" => Ok(MemoryFormat::Contiguous),
+            "channels_last" | "nhwc" => Ok(MemoryFormat::ChannelsLast),
+            other => Err(ModelError::Invalid(format!(
+                "unknown memory format `{other}` (expected contiguous or channels_last)"
+            ))),
+        }
+    }
+}
+
+/// Arithmetic precision of the network's convolutions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Float32 (TF32 convolutions on GPUs that have them, libtorch's default).
+    #[default]
+    Fp32,
+    /// CUDA autocast in bfloat16: convolutions in bf16, weights and reductions in float32.
+    /// No effect on the CPU.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(ModelError::Invalid(format!(
+                "unknown precision `{other}` (expected fp32 or bf16)"
+            ))),
+        }
+    }
+}
+
 /// Architecture of the DRUNet "light" network `N_σ`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,9 +19,12 @@
 //! [`Drunet::adjoint`] applies `J_N(x)ᵀ` explicitly (transposed convolutions with the same
 //! weights, times `φ'` of the cached pre-activations), so that `∇g_σ` is an ordinary forward
 //! graph: training through `D_σ` then needs first-order autograd only.
+//!
+//! [`Drunet::set_memory_format`] can lay weights and activations out as NHWC
+//! (`channels_last`); inputs and outputs stay ordinary NCHW tensors.
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::config::DrunetConfig;
+use crate::config::{DrunetConfig, MemoryFormat};
 use crate::error::{ModelError, Result};
 use crate::res_block::{
     conv2x2, conv3x3, conv3x3_adjoint, conv_transpose2x2, pytorch_default_init, ResBlock,
@@ -49,6 +52,15 @@ pub struct Drunet {
     body: Vec<ResBlock>,
     up: Vec<Stage>,
     tail: Tensor,
+    memory_format: MemoryFormat,
+}
+
+/// `t` (4-d) with NHWC strides and the same shape: PyTorch's `channels_last`, which tch
+/// does not expose (a permuted copy permuted back has exactly those strides).
+fn channels_last(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])?)
 }
 
 /// What the forward pass keeps for [`Drunet::adjoint`]: the blocks' pre-activations in
@@ -127,7 +139,43 @@ impl Drunet {
             body,
             up,
             tail,
+            memory_format: MemoryFormat::Contiguous,
         })
+    }
+
+    /// Lays the weights out in `format` (in place: the variables keep their identity, so
+    /// optimisers and checkpoints see the same tensors) and makes later passes use it.
+    pub fn set_memory_format(&mut self, format: MemoryFormat) -> Result<()> {
+        for (_, mut v) in self.vs.variables() {
+            let laid_out = match format {
+                MemoryFormat::ChannelsLast => channels_last(&v)?,
+                MemoryFormat::Contiguous => v.f_contiguous()?,
+            };
+            tch::no_grad(|| v.f_set_data(&laid_out))?;
+        }
+        self.memory_format = format;
+        Ok(())
+    }
+
+    /// The layout in use.
+    pub fn memory_format(&self) -> MemoryFormat {
+        self.memory_format
+    }
+
+    /// `t` in the network's layout.
+    fn laid_out(&self, t: Tensor) -> Result<Tensor> {
+        match self.memory_format {
+            MemoryFormat::Contiguous => Ok(t),
+            MemoryFormat::ChannelsLast => channels_last(&t),
+        }
+    }
+
+    /// `t` back in NCHW for the caller.
+    fn returned(&self, t: Tensor) -> Result<Tensor> {
+        match self.memory_format {
+            MemoryFormat::Contiguous => Ok(t),
+            MemoryFormat::ChannelsLast => Ok(t.f_contiguous()?),
+        }
     }
 
     /// The architecture.
@@ -201,6 +249,7 @@ impl Drunet {
         } else {
             x0
         };
+        let x0 = self.laid_out(x0)?;
         let x1 = conv3x3(&x0, &self.head)?;
         let mut skips = vec![x1.shallow_clone()];
         let mut t = x1;
@@ -223,11 +272,12 @@ impl Drunet {
         }
         let skip = skips.pop().expect("head skip");
         let n = conv3x3(&t.f_add(&skip)?, &self.tail)?;
-        Ok(if ph > 0 || pw > 0 {
+        let n = if ph > 0 || pw > 0 {
             n.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?
         } else {
             n
-        })
+        };
+        self.returned(n)
     }
 
     /// `J_N(x)ᵀ r`: the vector-Jacobian product of `N_σ` with respect to the image `x`
@@ -255,6 +305,7 @@ impl Drunet {
         } else {
             r.shallow_clone()
         };
+        let r = self.laid_out(r)?;
         // Gradient with respect to (u₁ + x₁): it flows into both the decoder and the head skip.
         let mut t = conv3x3_adjoint(&r, &self.tail)?;
         let mut skip_grads = vec![t.shallow_clone()];
@@ -280,7 +331,7 @@ impl Drunet {
         }
         let g = conv3x3_adjoint(&t, &self.head)?.f_narrow(1, 0, self.config.channels)?;
         let g = replicate_pad_adjoint(&g, 2, height)?;
-        replicate_pad_adjoint(&g, 3, width)
+        self.returned(replicate_pad_adjoint(&g, 3, width)?)
     }
 }
 
@@ -303,4 +354,33 @@ fn replicate_pad_adjoint(g: &Tensor, dim: i64, n: i64) -> Result<Tensor> {
         None::<Kind>,
     )?;
     Ok(Tensor::f_cat(&[main, last], dim)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Activation;
+
+    /// The layout must reach the activations (convolutions follow their inputs' and
+    /// weights' layout), not only the weights: that is where the speed is.
+    #[test]
+    fn channels_last_reaches_every_cached_activation() {
+        let mut net = Drunet::new(&DrunetConfig::tiny(Activation::Elu), Device::Cpu).unwrap();
+        net.set_memory_format(MemoryFormat::ChannelsLast).unwrap();
+        let x = Tensor::rand([2, 3, 20, 20], (Kind::Float, Device::Cpu));
+        let (n, cache) = net.forward_cached(&x, &Sigma::Scalar(0.1)).unwrap();
+        assert!(n.is_contiguous());
+        assert_eq!(cache.preactivations.len(), 14);
+        for (i, a) in cache.preactivations.iter().enumerate() {
+            assert_eq!(
+                a.stride()[1],
+                1,
+                "pre-activation {i}: strides {:?}",
+                a.stride()
+            );
+        }
+        net.set_memory_format(MemoryFormat::Contiguous).unwrap();
+        let (_, cache) = net.forward_cached(&x, &Sigma::Scalar(0.1)).unwrap();
+        assert!(cache.preactivations.iter().all(Tensor::is_contiguous));
+    }
 }

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tch::{Kind, Tensor};
 
+use crate::config::{MemoryFormat, Precision};
 use crate::drunet::Drunet;
 use crate::error::{ModelError, Result};
 use crate::sigma::Sigma;
@@ -70,12 +71,29 @@ impl GradientAt {
     }
 }
 
+/// How a denoiser runs at inference time: speed and memory, not results (which agree up to
+/// rounding, and for tiles up to the truncated context, see [`crate::tiling`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceOptions {
+    /// How `∇g_σ` covers an image.
+    #[serde(default)]
+    pub tiling: Tiling,
+    /// Precision of the convolutions.
+    #[serde(default)]
+    pub precision: Precision,
+    /// Layout of weights and activations.
+    #[serde(default)]
+    pub memory_format: MemoryFormat,
+}
+
 /// The gradient-step denoiser over a DRUNet.
 #[derive(Debug)]
 pub struct GradientStepDenoiser {
     net: Drunet,
     method: GradMethod,
     tiling: Tiling,
+    precision: Precision,
     /// The core size [`Tiling::Auto`] found to fit (0: the whole image has fitted so far).
     auto_tile: AtomicI64,
 }
@@ -87,8 +105,29 @@ impl GradientStepDenoiser {
             net,
             method: GradMethod::default(),
             tiling: Tiling::Whole,
+            precision: Precision::Fp32,
             auto_tile: AtomicI64::new(0),
         }
+    }
+
+    /// The precision of inference-time `∇g_σ` (PnP, denoising, evaluation). Training sets
+    /// its own precision around the loss (`performance.precision` of the training config).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// Applies all of `options`.
+    pub fn with_options(mut self, options: &InferenceOptions) -> Result<Self> {
+        self.net.set_memory_format(options.memory_format)?;
+        Ok(self
+            .with_precision(options.precision)
+            .with_tiling(options.tiling)?)
+    }
+
+    /// The inference precision in use.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Chooses how inference-time `∇g_σ` covers an image (whole, fixed tiles, or tiles
@@ -165,7 +204,10 @@ impl GradientStepDenoiser {
         graph: Graph,
     ) -> Result<(Tensor, Tensor)> {
         match graph {
-            Graph::Inference => self.inference(x, sigma),
+            Graph::Inference => {
+                let bf16 = self.precision == Precision::Bf16;
+                crate::cuda::bf16_autocast(bf16, || self.inference(x, sigma))
+            }
             Graph::Training => {
                 let (r, grad) = self.residual_and_grad(x, sigma, Graph::Training)?;
                 Ok((half_squared_norm(&r)?, grad))

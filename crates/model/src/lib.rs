@@ -31,10 +31,10 @@ pub mod tiling;
 pub use checkpoint::{
     write_atomic, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION, MODEL_PREFIX,
 };
-pub use config::{Activation, DenoiserKind, DrunetConfig};
+pub use config::{Activation, DenoiserKind, DrunetConfig, MemoryFormat, Precision};
 pub use drunet::{Drunet, ForwardCache};
 pub use error::{ModelError, Result};
-pub use gradient_step::{GradMethod, GradientAt, GradientStepDenoiser, Graph};
+pub use gradient_step::{GradMethod, GradientAt, GradientStepDenoiser, Graph, InferenceOptions};
 pub use res_block::ResBlock;
 pub use sigma::Sigma;
 pub use tiling::Tiling;

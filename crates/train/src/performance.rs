@@ -1,31 +1,25 @@
 //! Speed settings of a training run that do not change what is learned (up to rounding):
-//! the precision of the forward pass and how `∇g_σ` is differentiated.
+//! the precision of the forward pass, the memory layout, and how `∇g_σ` is differentiated.
 use gradstep_model::GradMethod;
+pub use gradstep_model::{MemoryFormat, Precision};
 use serde::{Deserialize, Serialize};
 
 /// The `performance` section of a training config.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PerformanceConfig {
-    /// Precision of the denoiser's forward pass.
+    /// Precision of the denoiser's forward pass: with `bf16`, CUDA autocast runs the
+    /// forward pass of `D_σ` (and the Prox penalty's products) in bfloat16; parameters, their
+    /// gradients, Adam and the loss `‖D_σ(y) − x‖²` stay float32. No effect on the CPU
+    /// (the trainer warns once).
     #[serde(default)]
     pub precision: Precision,
+    /// Memory layout of weights and activations (`channels_last`: NHWC strides).
+    #[serde(default)]
+    pub memory_format: MemoryFormat,
     /// How `J_N(y)ᵀ r` in `∇g_σ(y)` is computed (and so how the loss is differentiated).
     #[serde(default)]
     pub grad_method: GradientMethod,
-}
-
-/// Precision of the denoiser's forward pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// Everything in float32.
-    #[default]
-    Fp32,
-    /// CUDA autocast in bfloat16 for the forward pass of `D_σ` (and the Prox penalty's
-    /// products); parameters, their gradients, Adam and the loss `‖D_σ(y) − x‖²` stay
-    /// float32. No effect on the CPU (the trainer warns once).
-    Bf16,
 }
 
 /// How `∇g_σ(y) = y − N_σ(y) − J_N(y)ᵀ(y − N_σ(y))` is computed.

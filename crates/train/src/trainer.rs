@@ -79,8 +79,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         .map_err(|e| TrainError::Config(format!("cannot serialise the config: {e}")))?;
 
     tch::manual_seed(cfg.seed as i64);
-    let mut denoiser = GradientStepDenoiser::new(Drunet::new(&cfg.model, device)?)
-        .with_method(cfg.performance.grad_method.into());
+    let mut net = Drunet::new(&cfg.model, device)?;
+    net.set_memory_format(cfg.performance.memory_format)?;
+    let mut denoiser =
+        GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method.into());
     let params = denoiser
         .network()
         .var_store()

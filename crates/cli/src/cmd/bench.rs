@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gradstep_model::{
-    Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, Sigma,
+    Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, MemoryFormat, Sigma,
 };
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
@@ -164,19 +164,51 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
     let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
     let xb = Tensor::f_rand([16, 3, 128, 128], (Kind::Float, device))?;
     let mut rows = Vec::new();
-    // (label, method, bf16 autocast). The first row is gradstep's default.
+    // (label, method, bf16 autocast, layout). The first row is gradstep's default.
     let variants = [
-        ("adjoint fp32", GradMethod::Adjoint, false),
-        ("autograd double-backward fp32", GradMethod::Autograd, false),
-        ("adjoint bf16-autocast", GradMethod::Adjoint, true),
+        (
+            "adjoint fp32",
+            GradMethod::Adjoint,
+            false,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "autograd double-backward fp32",
+            GradMethod::Autograd,
+            false,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "adjoint bf16-autocast",
+            GradMethod::Adjoint,
+            true,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "adjoint fp32 channels-last",
+            GradMethod::Adjoint,
+            false,
+            MemoryFormat::ChannelsLast,
+        ),
+        (
+            "adjoint bf16-autocast channels-last",
+            GradMethod::Adjoint,
+            true,
+            MemoryFormat::ChannelsLast,
+        ),
     ];
     let bf16_ok = gpu && gradstep_model::cuda::autocast_use_bf16();
-    for (label, method, bf16) in variants {
+    for (label, method, bf16, layout) in variants {
         if bf16 && !bf16_ok {
             println!("ours ({label}): skipped (needs CUDA)");
             continue;
         }
+        if layout == MemoryFormat::ChannelsLast && !gpu {
+            println!("ours ({label}): skipped on the CPU (a GPU layout question)");
+            continue;
+        }
         den = den.with_method(method);
+        den.network_mut().set_memory_format(layout)?;
         gradstep_model::cuda::reset_peak(device);
         let grad_ms = time_ms(device, warm, reps, || {
             gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<()> {

@@ -6,12 +6,16 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gradstep_data::load_image;
-use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
+use gradstep_model::{
+    Activation, Drunet, DrunetConfig, GradientStepDenoiser, InferenceOptions, MemoryFormat,
+    Precision,
+};
 use gradstep_pnp::{
-    restore, restore_all, AlgorithmConfig, GsPgdConfig, Kernel, RestorationProblem, Task,
+    restore, restore_all, AlgorithmConfig, GsPgdConfig, Kernel, Restoration, RestorationProblem,
+    Task,
 };
 
-use super::bench::{run_anchor, sync};
+use super::bench::{gib, run_anchor, sync};
 use crate::common;
 
 /// Arguments of `gradstep bench pnp`.
@@ -55,7 +59,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
         a.device.as_deref(),
         "; --tiny --count 2 --iters 5 keeps it short",
     )?;
-    let den = match &a.checkpoint {
+    let mut den = match &a.checkpoint {
         Some(p) => common::load_denoiser(p, device)?.1,
         None => {
             tch::manual_seed(0);
@@ -134,6 +138,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
     let warm_items: Vec<_> = problems.iter().map(|p| (p, &warm)).collect();
     restore_all(&den, &warm_items, batch)?;
     sync(device);
+    gradstep_model::cuda::reset_peak(device);
     let t0 = Instant::now();
     let mut single = Vec::with_capacity(n);
     for p in &problems {
@@ -141,20 +146,61 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
     }
     sync(device);
     let single_rate = n as f64 / t0.elapsed().as_secs_f64();
+    let single_peak = gradstep_model::cuda::peak_allocated(device);
     let items: Vec<_> = problems.iter().map(|p| (p, &cfg)).collect();
     sync(device);
+    gradstep_model::cuda::reset_peak(device);
     let t0 = Instant::now();
     let batched = restore_all(&den, &items, batch)?;
     sync(device);
     let batched_rate = n as f64 / t0.elapsed().as_secs_f64();
-    let max_dpsnr = single
-        .iter()
-        .zip(&batched)
-        .map(|(s, b)| (s.psnr.unwrap_or(0.0) - b.psnr.unwrap_or(0.0)).abs())
-        .fold(0.0, f64::max);
-    println!("ours one at a time: {single_rate:.4} restorations/s");
-    println!("ours batched (≤{batch} per batch): {batched_rate:.4} restorations/s");
+    let batched_peak = gradstep_model::cuda::peak_allocated(device);
+    let max_dpsnr = max_psnr_gap(&single, &batched);
+    println!(
+        "ours one at a time: {single_rate:.4} restorations/s, peak {}",
+        gib(single_peak)
+    );
+    println!(
+        "ours batched (≤{batch} per batch): {batched_rate:.4} restorations/s, peak {}",
+        gib(batched_peak)
+    );
     println!("batched vs one at a time: max |ΔPSNR| = {max_dpsnr:.2e} dB");
+    // Speed switches that are not the default yet: measured here, beside the default, so
+    // that a decision to change the default rests on one call's numbers.
+    let mut variants = Vec::new();
+    if device.is_cuda() {
+        for (label, precision, layout) in [
+            ("bf16", Precision::Bf16, MemoryFormat::Contiguous),
+            ("channels-last", Precision::Fp32, MemoryFormat::ChannelsLast),
+            (
+                "bf16 channels-last",
+                Precision::Bf16,
+                MemoryFormat::ChannelsLast,
+            ),
+        ] {
+            den = den.with_options(&InferenceOptions {
+                precision,
+                memory_format: layout,
+                ..Default::default()
+            })?;
+            restore_all(&den, &warm_items, batch)?;
+            sync(device);
+            gradstep_model::cuda::reset_peak(device);
+            let t0 = Instant::now();
+            let out = restore_all(&den, &items, batch)?;
+            sync(device);
+            let rate = n as f64 / t0.elapsed().as_secs_f64();
+            let peak = gradstep_model::cuda::peak_allocated(device);
+            let gap = max_psnr_gap(&batched, &out);
+            println!(
+                "ours batched, {label}: {rate:.4} restorations/s, peak {}, max |ΔPSNR| vs fp32 {gap:.2e} dB",
+                gib(peak)
+            );
+            variants.push((label, rate, gap));
+        }
+        den = den.with_options(&InferenceOptions::default())?;
+    }
+    drop(den);
     let Some(anchor) = a.anchor else {
         println!("no --anchor given: PyTorch anchor not run; ratio below is batched / ours one at a time");
         println!("bench-pnp speedup {:.3}", batched_rate / single_rate);
@@ -188,6 +234,20 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
         "| gradstep batched | {batched_rate:.4} | {:.2} |",
         batched_rate / anchor_rate
     );
+    for (label, rate, gap) in &variants {
+        println!(
+            "| gradstep batched, {label} (max ΔPSNR {gap:.1e} dB) | {rate:.4} | {:.2} |",
+            rate / anchor_rate
+        );
+    }
     println!("bench-pnp speedup {:.3}", batched_rate / anchor_rate);
     Ok(())
+}
+
+/// The largest PSNR difference between two runs of the same problems.
+fn max_psnr_gap(a: &[Restoration], b: &[Restoration]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x.psnr.unwrap_or(0.0) - y.psnr.unwrap_or(0.0)).abs())
+        .fold(0.0, f64::max)
 }

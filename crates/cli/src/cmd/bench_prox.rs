@@ -132,15 +132,19 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
         let params = den.network().var_store().variables().into_iter().collect();
         let mut adam = Adam::new(params, AdamConfig::default())?;
         let mut products = Vec::new();
+        gradstep_model::cuda::reset_peak(device);
         let ms = time_ms(device, warm, reps, || {
             products.push(step(&den, &mut adam, &clean, sigma, cfg)?);
             Ok(())
         })?;
         products.sort_unstable();
         let median = products[products.len() / 2];
+        let peak = gradstep_model::cuda::peak_allocated(device);
         println!(
-            "ours ({name}): prox_step_b{}_{}_ms {ms:.3}  products (median) {median}",
-            a.batch, a.size
+            "ours ({name}): prox_step_b{}_{}_ms {ms:.3}  products (median) {median}  peak {}",
+            a.batch,
+            a.size,
+            crate::cmd::bench::gib(peak)
         );
         times.push(ms);
     }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics, save_image};
-use gradstep_model::{Graph, Sigma, Tiling};
+use gradstep_model::{Graph, Sigma};
 use tch::Tensor;
 
 use crate::common;
@@ -32,10 +32,8 @@ pub struct Args {
     /// cpu, cuda or cuda:N (default: CUDA when available).
     #[arg(long)]
     device: Option<String>,
-    /// How ∇g covers the image: whole, auto[:OVERLAP] (tiles only if the whole image runs
-    /// out of memory) or TILE[:OVERLAP] (pixels, multiples of 8; overlap 32 by default).
-    #[arg(long, default_value = "whole")]
-    tiling: Tiling,
+    #[command(flatten)]
+    run: common::RunOptions,
     /// Input image (PNG, JPEG, BMP, TIFF; colour or gray).
     input: PathBuf,
     /// Output image (PNG recommended).
@@ -49,7 +47,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let device = common::parse_device(a.device.as_deref())?;
     let (ckpt, den) = common::load_denoiser(&a.checkpoint, device)?;
-    let den = den.with_tiling(a.tiling)?;
+    let den = den.with_options(&a.run.inference())?;
     let channels = ckpt.model.architecture.channels;
     let input = load_image(&a.input, channels, device)?;
     let sigma = a.sigma / 255.0;

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics, save_image};
-use gradstep_model::Tiling;
 use gradstep_pnp::{
     monitor, restore, AlgorithmConfig, AlgorithmKind, KernelSpec, RestorationProblem, Task,
     TaskKind,
@@ -62,10 +61,8 @@ pub struct Common {
     /// cpu, cuda or cuda:N (default: CUDA when available).
     #[arg(long)]
     pub device: Option<String>,
-    /// How ∇g covers each image: whole, auto[:OVERLAP] (tiles only if the whole image runs
-    /// out of memory) or TILE[:OVERLAP] (pixels, multiples of 8; overlap 32 by default).
-    #[arg(long, default_value = "whole")]
-    pub tiling: Tiling,
+    #[command(flatten)]
+    pub run: common::RunOptions,
 }
 
 /// Arguments of `gradstep restore`.
@@ -184,7 +181,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
     let cfg = algorithm_config(c, kind, a.noise)?;
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
-    let den = den.with_tiling(c.tiling)?;
+    let den = den.with_options(&c.run.inference())?;
     let clean = load_image(&a.input, ckpt.model.architecture.channels, device)?;
     let problem = RestorationProblem::synthesize(&clean, &task, a.noise, c.seed)
         .with_context(|| format!("{}", a.input.display()))?;

@@ -39,10 +39,8 @@ pub struct RunArgs {
     /// Images of one point restored together in one batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    /// How ∇g covers each image: whole, auto[:OVERLAP] (tiles only if the whole image runs
-    /// out of memory) or TILE[:OVERLAP] (pixels, multiples of 8; overlap 32 by default).
-    #[arg(long, default_value = "whole")]
-    tiling: gradstep_model::Tiling,
+    #[command(flatten)]
+    run: common::RunOptions,
 }
 
 /// Arguments of `gradstep sweep merge`.
@@ -111,7 +109,7 @@ fn run_points(a: RunArgs) -> anyhow::Result<()> {
     let dir = SweepDir::new(&a.runs_dir, &name)?;
     let device = common::parse_device(a.device.as_deref())?;
     common::autotune_convolutions(device);
-    let mut runner = PnpRunner::new(device, a.batch).with_tiling(a.tiling)?;
+    let mut runner = PnpRunner::new(device, a.batch).with_options(a.run.inference())?;
     let total = Shard::select(&a.shard, &sweep::expand(&config)).len();
     let mut k = 0;
     let mut progress = |r: &sweep::Record| {

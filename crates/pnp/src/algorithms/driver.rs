@@ -3,6 +3,11 @@
 //!
 //! An algorithm ([`Scheme`]) only says how to start and how to make one step on the active
 //! problems; acceptance (backtracking), the stopping rule and the records are written here once.
+//!
+//! A step's per-problem numbers (`F`, `f`, `g`, the tested value, `‖x_{k+1} − x_k‖`, `‖x_k‖`
+//! and the PSNR's MSE) stay on the device until the driver reads them all in one transfer:
+//! on a GPU every read waits for the queue to drain, and the decisions (backtracking,
+//! stopping) need them once per iteration, not once per number.
 use std::time::Instant;
 
 use gradstep_model::GradientStepDenoiser;
@@ -30,7 +35,8 @@ pub(crate) struct State {
     pub x: Tensor,
     /// The image reported as the result at this point (`x_k`, or `D^α(x_k)` for DRS).
     pub output: Tensor,
-    /// The value whose decrease is tested and whose relative change stops (`F` or `Ψ`).
+    /// The value whose decrease is tested and whose relative change stops (`F` or `Ψ`);
+    /// filled in by the driver from [`Step::value`].
     pub value: Vec<f64>,
     /// `∇g_σ(x_k)` when the scheme keeps it for the next step.
     pub cache: Option<Tensor>,
@@ -38,37 +44,97 @@ pub(crate) struct State {
     pub cache_sigma: Vec<f64>,
 }
 
-/// One step (or the start) of the active problems.
+/// One step (or the start) of the active problems. The per-problem numbers are `[B]`
+/// tensors on the device (NaN where a scheme does not know them).
 pub(crate) struct Step {
-    /// The proposed next state.
+    /// The proposed next state (its `value` is left empty).
     pub next: State,
-    /// `F`, `f` and `g` at the proposed point, per problem.
-    pub objective: Vec<f64>,
+    /// The tested value (`F` or `Ψ`) at the proposed point.
+    pub value: Tensor,
+    /// The objective `F`.
+    pub objective: Tensor,
     /// Data term `f`.
-    pub data: Vec<f64>,
+    pub data: Tensor,
     /// Regulariser `g` (or `φ`).
-    pub regulariser: Vec<f64>,
+    pub regulariser: Tensor,
 }
 
 impl Step {
     /// A step to `x` (shown as `output`) where only the data term `f(x)` is known: schemes
     /// that test no objective (HQS, and the starts of the Prox-PnP schemes).
     pub(crate) fn data_only(a: &Active, x: Tensor, output: Tensor) -> Result<Step> {
-        let f = to_vec(&a.op.data_fidelity(&x, &a.y)?)?;
-        let unknown = vec![f64::NAN; f.len()];
+        let f = a.op.data_fidelity(&x, &a.y)?.f_to_kind(Kind::Double)?;
+        let unknown = f.f_full_like(f64::NAN)?;
         Ok(Step {
             next: State {
                 x,
                 output,
-                value: unknown.clone(),
+                value: Vec::new(),
                 cache: None,
-                cache_sigma: unknown.clone(),
+                cache_sigma: vec![f64::NAN; a.ids.len()],
             },
-            objective: unknown.clone(),
+            value: unknown.shallow_clone(),
+            objective: unknown.shallow_clone(),
             data: f,
             regulariser: unknown,
         })
     }
+}
+
+/// A step's numbers on the host, one `Vec` per quantity (one entry per active problem).
+struct Readout {
+    value: Vec<f64>,
+    objective: Vec<f64>,
+    data: Vec<f64>,
+    regulariser: Vec<f64>,
+    step_norm: Vec<f64>,
+    x_norm: Vec<f64>,
+    psnr: Vec<Option<f64>>,
+}
+
+/// Reads `step`'s numbers, `‖x_next − x‖` and `‖x‖` (when `x` is given) and the PSNR of
+/// the output against `truth`, with a single device-to-host transfer.
+fn read_out(step: &Step, x: Option<&Tensor>, truth: &Option<Tensor>) -> Result<Readout> {
+    let k = step.data.size()[0];
+    let nan = step.data.f_full_like(f64::NAN)?;
+    let (dx, xn) = match x {
+        Some(x) => (per_image_norm(&step.next.x.f_sub(x)?)?, per_image_norm(x)?),
+        None => (nan.shallow_clone(), nan.shallow_clone()),
+    };
+    let mse = match truth {
+        Some(t) => gradstep_data::metrics::mse_per_image(&step.next.output.f_clamp(0.0, 1.0)?, t)?,
+        None => nan,
+    };
+    let rows = [
+        &step.value,
+        &step.objective,
+        &step.data,
+        &step.regulariser,
+        &dx,
+        &xn,
+        &mse,
+    ]
+    .iter()
+    .map(|t| t.f_to_kind(Kind::Double))
+    .collect::<std::result::Result<Vec<_>, _>>()?;
+    let all = to_vec(&Tensor::f_stack(&rows, 0)?.f_flatten(0, -1)?)?;
+    let row = |i: usize| all[i * k as usize..(i + 1) * k as usize].to_vec();
+    Ok(Readout {
+        value: row(0),
+        objective: row(1),
+        data: row(2),
+        regulariser: row(3),
+        step_norm: row(4),
+        x_norm: row(5),
+        psnr: row(6)
+            .into_iter()
+            .map(|m| {
+                truth
+                    .as_ref()
+                    .map(|_| gradstep_data::metrics::psnr_of_mse(m))
+            })
+            .collect(),
+    })
 }
 
 /// Acceptance and stopping rules of one problem at one iteration.
@@ -136,23 +202,10 @@ fn merge(m: &Tensor, new: &Tensor, old: &Tensor) -> Result<Tensor> {
     Ok(new.f_where_self(m, old)?)
 }
 
-fn per_image_norm(t: &Tensor) -> Result<Vec<f64>> {
-    let n = t
-        .f_to_kind(Kind::Double)?
+fn per_image_norm(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_to_kind(Kind::Double)?
         .f_flatten(1, -1)?
-        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?;
-    Ok(Vec::<f64>::try_from(&n.f_to_device(tch::Device::Cpu)?)?)
-}
-
-fn psnr_rows(out: &Tensor, truth: &Option<Tensor>) -> Result<Vec<Option<f64>>> {
-    let n = out.size()[0] as usize;
-    match truth {
-        Some(t) => Ok(gradstep_data::psnr(&out.f_clamp(0.0, 1.0)?, t)?
-            .into_iter()
-            .map(Some)
-            .collect()),
-        None => Ok(vec![None; n]),
-    }
+        .f_norm_scalaropt_dim(2, [1i64].as_slice(), false)?)
 }
 
 /// Runs `scheme` on a batch: `op`, `y`, `x0` (and `truth`) hold all problems stacked.
@@ -180,35 +233,35 @@ pub(crate) fn run(
 
     let lyapunov = scheme.value_is_lyapunov();
     let start = scheme.start(den, &a, x0, &tau)?;
-    let psnr0 = psnr_rows(&start.next.output, &truth)?;
+    let r0 = read_out(&start, None, &truth)?;
     for i in 0..n {
         records[i].push(IterationRecord {
             iteration: 0,
-            objective: start.objective[i],
-            data: start.data[i],
-            regulariser: start.regulariser[i],
+            objective: r0.objective[i],
+            data: r0.data[i],
+            regulariser: r0.regulariser[i],
             lyapunov: f64::NAN,
             relative_change: f64::NAN,
             tau: tau[i],
-            psnr: psnr0[i],
+            psnr: r0.psnr[i],
             backtracks: 0,
         });
     }
     let mut s = start.next;
+    s.value = r0.value;
 
     while !a.ids.is_empty() {
         let k = a.ids.len();
         let tau_active: Vec<f64> = a.ids.iter().map(|&i| tau[i]).collect();
         let step = scheme.step(den, &a, &s, &tau_active)?;
-        let dx = per_image_norm(&step.next.x.f_sub(&s.x)?)?;
-        let xn = per_image_norm(&s.x)?;
-        let psnr = psnr_rows(&step.next.output, &truth)?;
+        let r = read_out(&step, Some(&s.x), &truth)?;
+        let (dx, xn) = (&r.step_norm, &r.x_norm);
         let mut accept = vec![false; k];
         let mut finished: Vec<Option<StopReason>> = vec![None; k];
         for j in 0..k {
             let id = a.ids[j];
             let rules = scheme.rules(id, a.iters[j]);
-            let (old, new) = (s.value[j], step.next.value[j]);
+            let (old, new) = (s.value[j], r.value[j]);
             let ok = match rules.backtracking {
                 Some((gamma, _)) => old - new >= gamma / tau[id] * dx[j] * dx[j],
                 None => true,
@@ -226,13 +279,13 @@ pub(crate) fn run(
             a.iters[j] += 1;
             records[id].push(IterationRecord {
                 iteration: a.iters[j],
-                objective: step.objective[j],
-                data: step.data[j],
-                regulariser: step.regulariser[j],
+                objective: r.objective[j],
+                data: r.data[j],
+                regulariser: r.regulariser[j],
                 lyapunov: if lyapunov { new } else { f64::NAN },
                 relative_change: dx[j] / xn[j].max(1e-30),
                 tau: tau_active[j],
-                psnr: psnr[j],
+                psnr: r.psnr[j],
                 backtracks: std::mem::take(&mut pending_backtracks[id]),
             });
             let rel = (old - new).abs() / new.abs().max(1e-300);
@@ -248,13 +301,7 @@ pub(crate) fn run(
             x: merge(&m, &step.next.x, &s.x)?,
             output: merge(&m, &step.next.output, &s.output)?,
             value: (0..k)
-                .map(|j| {
-                    if accept[j] {
-                        step.next.value[j]
-                    } else {
-                        s.value[j]
-                    }
-                })
+                .map(|j| if accept[j] { r.value[j] } else { s.value[j] })
                 .collect(),
             cache: match (&step.next.cache, &s.cache) {
                 (Some(new), Some(old)) => Some(merge(&m, new, old)?),

@@ -4,10 +4,10 @@
 //! `F` is evaluated exactly at every iterate: the `(g_σ, ∇g_σ)` computed at `x_{k+1}` to test
 //! it are kept for the next step, so one network pass is made per trial.
 use gradstep_model::{GradientStepDenoiser, Graph};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use super::config::GsPgdConfig;
-use super::driver::{sigma_of, tensor_of, to_vec, Active, Rules, Scheme, State, Step};
+use super::driver::{sigma_of, tensor_of, Active, Rules, Scheme, State, Step};
 use crate::error::Result;
 use crate::operators::LinearOperator;
 
@@ -45,22 +45,19 @@ impl GsPgd<'_> {
             .map(|(&i, &k)| self.sigma(i, k))
             .collect();
         let (g, grad) = den.potential_and_grad(x, &sigma_of(&sigmas), Graph::Inference)?;
-        let f = to_vec(&a.op.data_fidelity(x, &a.y)?)?;
-        let g = to_vec(&g)?;
-        let objective: Vec<f64> = a
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(j, &i)| f[j] + self.configs[i].lambda * g[j])
-            .collect();
+        let f = a.op.data_fidelity(x, &a.y)?.f_to_kind(Kind::Double)?;
+        let g = g.f_to_kind(Kind::Double)?;
+        let lambdas: Vec<f64> = a.ids.iter().map(|&i| self.configs[i].lambda).collect();
+        let objective = f.f_add(&g.f_mul(&tensor_of(&lambdas, &f)?)?)?;
         Ok(Step {
             next: State {
                 x: x.shallow_clone(),
                 output,
-                value: objective.clone(),
+                value: Vec::new(),
                 cache: Some(grad),
                 cache_sigma: sigmas,
             },
+            value: objective.shallow_clone(),
             objective,
             data: f,
             regulariser: g,

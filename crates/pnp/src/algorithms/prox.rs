@@ -12,7 +12,7 @@ use gradstep_model::{GradientStepDenoiser, Graph};
 use tch::{Kind, Tensor};
 
 use super::config::ProxConfig;
-use super::driver::{sigma_of, tensor_of, to_vec, Active, Rules, Scheme, State, Step};
+use super::driver::{sigma_of, tensor_of, Active, Rules, Scheme, State, Step};
 use crate::error::Result;
 use crate::operators::{per_image_half_sq_norm, LinearOperator};
 
@@ -126,26 +126,22 @@ impl Scheme for ProxPnp<'_> {
                 (x.f_add(&z)?.f_sub(&y)?, y, f, phi, psi)
             }
         };
-        let f = to_vec(&f_out)?;
-        let phi = to_vec(&phi)?;
-        let objective: Vec<f64> = f
-            .iter()
-            .zip(&phi)
-            .zip(tau)
-            .map(|((f, p), l)| f + p / l)
-            .collect();
+        let f = f_out.f_to_kind(Kind::Double)?;
+        let phi = phi.f_to_kind(Kind::Double)?;
+        let objective = f.f_add(&phi.f_div(&tensor_of(tau, &f)?)?)?;
         let value = match self.variant {
-            ProxVariant::Pgd => objective.clone(),
-            _ => to_vec(&value)?,
+            ProxVariant::Pgd => objective.shallow_clone(),
+            _ => value.f_to_kind(Kind::Double)?,
         };
         Ok(Step {
             next: State {
                 x: next_x,
                 output,
-                value,
+                value: Vec::new(),
                 cache: None,
                 cache_sigma: vec![f64::NAN; a.ids.len()],
             },
+            value,
             objective,
             data: f,
             regulariser: phi,

@@ -6,7 +6,7 @@
 //! kept, so a grid that varies only the algorithm's parameters loads them once.
 use std::path::PathBuf;
 
-use gradstep_model::{Checkpoint, GradientStepDenoiser, Tiling};
+use gradstep_model::{Checkpoint, GradientStepDenoiser, InferenceOptions};
 use tch::{Device, Kind, Tensor};
 
 use crate::algorithms::{AlgorithmConfig, AlgorithmKind, TaskKind};
@@ -25,7 +25,7 @@ type LoadedSet = (ImageSet, i64, Vec<(String, Tensor)>);
 pub struct PnpRunner {
     device: Device,
     max_batch: usize,
-    tiling: Tiling,
+    options: InferenceOptions,
     denoiser: Option<(PathBuf, GradientStepDenoiser)>,
     images: Option<LoadedSet>,
 }
@@ -36,16 +36,16 @@ impl PnpRunner {
         PnpRunner {
             device,
             max_batch: max_batch.max(1),
-            tiling: Tiling::Whole,
+            options: InferenceOptions::default(),
             denoiser: None,
             images: None,
         }
     }
 
-    /// How the denoiser's `∇g_σ` covers large images (see [`Tiling`]).
-    pub fn with_tiling(mut self, tiling: Tiling) -> Result<Self> {
-        tiling.validate()?;
-        self.tiling = tiling;
+    /// How the denoiser runs (tiles, precision, memory layout).
+    pub fn with_options(mut self, options: InferenceOptions) -> Result<Self> {
+        options.tiling.validate()?;
+        self.options = options;
         self.denoiser = None;
         Ok(self)
     }
@@ -55,7 +55,7 @@ impl PnpRunner {
             self.denoiser = None;
             let den = Checkpoint::read(path)?
                 .denoiser(self.device, Kind::Float, path)?
-                .with_tiling(self.tiling)?;
+                .with_options(&self.options)?;
             self.denoiser = Some((path.clone(), den));
         }
         Ok(&self.denoiser.as_ref().expect("just loaded").1)
