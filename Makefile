@@ -25,7 +25,7 @@ bench-model: build
 	target/release/gradstep bench model --anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
 
 # Every benchmark, each printed as a ratio against the anchor measured in the same run.
-bench: bench-model bench-data bench-prox bench-pnp
+bench: bench-model bench-data bench-prox bench-pnp bench-memory
 
 # The GPU benchmarks (model, prox, pnp) and the anchor in one call, one table; last line
 # `bench-gpu min-speedup <ratio>`. Logs in runs/bench-gpu/.
@@ -84,6 +84,14 @@ bench-prox:
 bench-pnp:
 	$(CARGO) run --release -p gradstep-cli -- bench pnp --images $(GRADSTEP_SHARED)/data/CBSD10 \
 		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
+
+# Memory limits (issue 8): the largest GS training batch, the largest image ∇g handles at
+# once (gray, colour), tiles against the whole image, and an image beyond memory through
+# tiles. On the CPU the searches stop at small caps: `make bench-memory ARGS="--tiny"`.
+# Last line: `bench-memory tiles-vs-whole-dpsnr <dB>`.
+.PHONY: bench-memory
+bench-memory:
+	$(CARGO) run --release -p gradstep-cli -- bench memory $(ARGS)
 
 # Sweeps (issue 7): a real Slurm on localhost (installs slurm-wlm + munge with apt-get when
 # missing, needs root; skips with a message otherwise): a 4-shard sweep on a tiny model and

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # All GPU benchmarks beside the PyTorch anchor, in one call (issue 8):
 # model (∇g, GS training step), prox (training step with the spectral-norm penalty) and
-# pnp (GS-PnP deblurring of CBSD10). Prints one table with the GPU's name; last line:
+# pnp (GS-PnP deblurring of CBSD10), then memory (largest batch and image, tiles; no anchor).
+# Every row carries its peak GPU memory. Prints one table with the GPU's name; last line:
 # `bench-gpu min-speedup <ratio>` (the smallest of the three speedups).
 #
 #   GRADSTEP_BIN    the gradstep binary (default: target/release/gradstep)
 #   ANCHOR_PYTHON   Python with torch 2.11 + deepinv 0.5.0 (default: python3)
 #   GRADSTEP_SHARED the shared folder with bench/anchor_deepinv.py and data/CBSD10 (default: ../shared)
 #   OUT_DIR         where the full logs go (default: runs/bench-gpu)
+#   MEMORY_ARGS     extra arguments of `gradstep bench memory` (e.g. --checkpoint, --image)
 set -uo pipefail
 bin=${GRADSTEP_BIN:-target/release/gradstep}
 py=${ANCHOR_PYTHON:-python3}
@@ -28,6 +30,7 @@ run() { # name, then the command
 run model "$bin" bench model --anchor "$anchor" --anchor-python "$py"
 run prox "$bin" bench prox --anchor "$anchor" --anchor-python "$py"
 run pnp "$bin" bench pnp --images "$shared/data/CBSD10" --anchor "$anchor" --anchor-python "$py"
+run memory "$bin" bench memory ${MEMORY_ARGS:-}
 
 speedup() { grep -E "^bench-$1 speedup " "$out/$1.txt" | tail -1 | awk '{print $3}'; }
 echo
@@ -45,4 +48,7 @@ for b in model prox pnp; do
         min=0
     fi
 done
+echo
+echo "memory (full model, $gpu):"
+grep -E "^(largest|tiles vs|beyond memory)" "$out/memory.txt" | sed 's/^/  /'
 echo "bench-gpu min-speedup ${min:-0}"

@@ -120,9 +120,8 @@ impl GradientStepDenoiser {
     /// Applies all of `options`.
     pub fn with_options(mut self, options: &InferenceOptions) -> Result<Self> {
         self.net.set_memory_format(options.memory_format)?;
-        Ok(self
-            .with_precision(options.precision)
-            .with_tiling(options.tiling)?)
+        self.with_precision(options.precision)
+            .with_tiling(options.tiling)
     }
 
     /// The inference precision in use.

@@ -17,6 +17,11 @@ use tch::{Device, Kind, Tensor};
 use crate::config::NoiseConfig;
 use crate::error::Result;
 
+/// Held while torch's global CPU generator is seeded and drawn from, so that two draws in
+/// one process (parallel tests, a validation thread) cannot interleave between the seed and
+/// the draw.
+pub(crate) static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The seed of step `step`: SplitMix64 of `seed` and `step`, so consecutive steps and
 /// seeds give unrelated streams.
 pub fn step_seed(seed: u64, step: u64) -> u64 {
@@ -47,11 +52,16 @@ pub fn noisy_batch(
     } else {
         vec![draw()]
     };
-    // Reinterpreting the bits keeps every u64 seed distinct.
-    tch::manual_seed(s as i64);
-    let xi = Tensor::f_randn(clean.size(), (Kind::Float, Device::Cpu))?
-        .f_to_kind(clean.kind())?
-        .f_to_device(clean.device())?;
+    let xi = {
+        let _guard = GLOBAL_GENERATOR
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Reinterpreting the bits keeps every u64 seed distinct.
+        tch::manual_seed(s as i64);
+        Tensor::f_randn(clean.size(), (Kind::Float, Device::Cpu))?
+    }
+    .f_to_kind(clean.kind())?
+    .f_to_device(clean.device())?;
     let (scale, sigma) = if cfg.per_image {
         let t = Tensor::f_from_slice(&sigmas)?
             .f_to_kind(clean.kind())?

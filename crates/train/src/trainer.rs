@@ -309,7 +309,18 @@ fn train_step(
             (mse, loss, Some(stats))
         }
     };
-    let loss_value = loss.f_double_value(&[])?;
+    // One read for both numbers (each read waits for the GPU to drain its queue).
+    let values = Vec::<f64>::try_from(
+        &Tensor::f_stack(
+            &[
+                loss.f_detach()?.f_to_kind(Kind::Double)?,
+                mse.f_detach()?.f_to_kind(Kind::Double)?,
+            ],
+            0,
+        )?
+        .f_to_device(Device::Cpu)?,
+    )?;
+    let (loss_value, mse_value) = (values[0], values[1]);
     if !loss_value.is_finite() {
         return Err(TrainError::Diverged(format!("loss is {loss_value}")));
     }
@@ -328,7 +339,7 @@ fn train_step(
     adam.step()?;
     Ok(StepScalars {
         loss: loss_value,
-        mse: mse.f_double_value(&[])?,
+        mse: mse_value,
         lr,
         grad_norm,
         steps_per_s: 0.0,
