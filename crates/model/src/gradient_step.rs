@@ -207,10 +207,7 @@ impl GradientStepDenoiser {
                 let bf16 = self.precision == Precision::Bf16;
                 crate::cuda::bf16_autocast(bf16, || self.inference(x, sigma))
             }
-            Graph::Training => {
-                let (r, grad) = self.residual_and_grad(x, sigma, Graph::Training)?;
-                Ok((half_squared_norm(&r)?, grad))
-            }
+            Graph::Training => self.whole(x, sigma, Graph::Training),
         }
     }
 
@@ -238,14 +235,14 @@ impl GradientStepDenoiser {
     /// Inference-time `(g_σ, ∇g_σ)` under the denoiser's [`Tiling`].
     fn inference(&self, x: &Tensor, sigma: &Sigma) -> Result<(Tensor, Tensor)> {
         match self.tiling {
-            Tiling::Whole => self.inference_whole(x, sigma),
+            Tiling::Whole => self.whole(x, sigma, Graph::Inference),
             Tiling::Fixed { tile, overlap } => self.tiled(x, sigma, tile, overlap),
             Tiling::Auto { overlap } => {
                 let known = self.auto_tile.load(Ordering::Relaxed);
                 let first = if known > 0 {
                     self.tiled(x, sigma, known, overlap)
                 } else {
-                    self.inference_whole(x, sigma)
+                    self.whole(x, sigma, Graph::Inference)
                 };
                 match first {
                     Err(e) if is_out_of_memory(&e) => {
@@ -267,8 +264,9 @@ impl GradientStepDenoiser {
         }
     }
 
-    fn inference_whole(&self, x: &Tensor, sigma: &Sigma) -> Result<(Tensor, Tensor)> {
-        let (r, grad) = self.residual_and_grad(x, sigma, Graph::Inference)?;
+    /// `(g_σ, ∇g_σ)` over the whole input.
+    fn whole(&self, x: &Tensor, sigma: &Sigma, graph: Graph) -> Result<(Tensor, Tensor)> {
+        let (r, grad) = self.residual_and_grad(x, sigma, graph)?;
         Ok((half_squared_norm(&r)?, grad))
     }
 
