@@ -52,6 +52,29 @@ fn shipped_configs_load_and_are_documented() {
     assert_eq!((paper.optimizer.lr, paper.schedule.gamma), (1e-4, 0.5));
     assert_eq!(paper.clip_grad_norm, Some(1e-2));
     assert_eq!(paper.validation.sigmas_255, [5.0, 15.0, 25.0, 50.0]);
+    // The official schedule in epochs of ⌊8,794 / 16⌋ = 549 steps (configs/README.md): one
+    // crop per image per epoch, flips only, milestones at epochs 300..1200 of 1500.
+    let epoch = 8794 / 16;
+    assert_eq!(epoch, 549);
+    assert_eq!(
+        paper.schedule.milestones,
+        [300, 600, 900, 1200].map(|e| e * epoch)
+    );
+    assert_eq!(paper.steps, 1500 * epoch);
+    assert_eq!(
+        (
+            paper.data.crops_per_image,
+            paper.data.flips,
+            paper.data.rotations
+        ),
+        (1, true, false)
+    );
+    // Prox: 15 epochs after epoch 1200, at the learning rate of that point.
+    let prox = TrainConfig::load(&configs_dir().join("prox-drunet.json"), &[]).unwrap();
+    assert_eq!(prox.steps, 15 * epoch);
+    assert_eq!(prox.optimizer.lr, paper.optimizer.lr * 0.5f64.powi(4));
+    assert!(prox.schedule.milestones.is_empty());
+    assert_eq!((prox.data.crops_per_image, prox.data.rotations), (1, false));
 }
 
 #[test]
