@@ -468,3 +468,41 @@ fn bench_memory_runs_its_searches_and_the_tile_check_on_the_cpu() {
         .unwrap_or_else(|| panic!("no last line in {s}"));
     assert!(dpsnr < 0.01, "{s}");
 }
+
+#[test]
+fn bench_model_headlines_the_training_configs_performance_settings() {
+    let config = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/gs-drunet.json"
+    ));
+    let o = gradstep()
+        .args([
+            "bench", "model", "--device", "cpu", "--tiny", "--reps", "1", "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    // The paper config trains in bf16, which needs CUDA: on the CPU the headline falls back.
+    assert!(s.contains("headline: adjoint fp32 ("), "{s}");
+    assert!(
+        s.contains("ours (autograd double-backward fp32): grad_256_ms"),
+        "{s}"
+    );
+    assert!(
+        s.contains("ours (adjoint bf16-autocast): skipped (needs CUDA)"),
+        "{s}"
+    );
+    let err_line = s
+        .lines()
+        .find(|l| l.starts_with("adjoint vs autograd"))
+        .unwrap();
+    let rel: f64 = err_line
+        .split("∇g rel err ")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(rel < 1e-5, "{err_line}");
+}

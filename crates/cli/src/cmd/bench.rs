@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use gradstep_model::{
-    Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, MemoryFormat, Sigma,
+    Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, MemoryFormat,
+    Precision, Sigma,
 };
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
@@ -42,6 +43,13 @@ pub struct ModelArgs {
     /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
     #[arg(long, default_value = "python3")]
     anchor_python: PathBuf,
+    /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
+    #[arg(long)]
+    tiny: bool,
+    /// Training config whose `performance` section is the headline row (what `make
+    /// train-gs` runs); the other rows are printed beside it.
+    #[arg(long, default_value = "configs/gs-drunet.json")]
+    config: PathBuf,
 }
 
 /// Runs a benchmark.
@@ -147,24 +155,42 @@ pub fn bench_device(spec: Option<&str>, cpu_hint: &str) -> anyhow::Result<Device
 }
 
 fn model(a: ModelArgs) -> anyhow::Result<()> {
-    let device = bench_device(a.device.as_deref(), "")?;
+    let device = bench_device(a.device.as_deref(), "; --tiny --reps 1 keeps it short")?;
     let gpu = device.is_cuda();
     let reps = a.reps.unwrap_or(if gpu { 20 } else { 2 });
     let warm = if gpu { 3 } else { 1 };
-    tch::manual_seed(0);
-    let net = Drunet::new(
-        &DrunetConfig {
+    if a.tiny && a.anchor.is_some() {
+        bail!("--anchor times the full model: drop --tiny");
+    }
+    let arch = if a.tiny {
+        DrunetConfig::tiny(Activation::Elu)
+    } else {
+        DrunetConfig {
             activation: Activation::Elu,
             ..Default::default()
-        },
-        device,
-    )?;
+        }
+    };
+    tch::manual_seed(0);
+    let net = Drunet::new(&arch, device)?;
     let mut den = GradientStepDenoiser::new(net);
     let sigma = Sigma::Scalar(25.0 / 255.0);
     let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
     let xb = Tensor::f_rand([16, 3, 128, 128], (Kind::Float, device))?;
     let mut rows = Vec::new();
-    // (label, method, bf16 autocast, layout). The first row is gradstep's default.
+    // The headline: the training configuration users run.
+    let perf = match gradstep_train::TrainConfig::load(&a.config, &[]) {
+        Ok(c) => c.performance,
+        Err(e) => {
+            println!("note: {e}; the headline row is the fp32 adjoint step");
+            Default::default()
+        }
+    };
+    let headline = (
+        GradMethod::from(perf.grad_method),
+        perf.precision == Precision::Bf16,
+        perf.memory_format,
+    );
+    // (label, method, bf16 autocast, layout).
     let variants = [
         (
             "adjoint fp32",
@@ -196,17 +222,36 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
             true,
             MemoryFormat::ChannelsLast,
         ),
+        (
+            "autograd double-backward bf16-autocast",
+            GradMethod::Autograd,
+            true,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "autograd double-backward fp32 channels-last",
+            GradMethod::Autograd,
+            false,
+            MemoryFormat::ChannelsLast,
+        ),
     ];
     let bf16_ok = gpu && gradstep_model::cuda::autocast_use_bf16();
+    let runnable = |bf16: bool, layout: MemoryFormat| {
+        (!bf16 || bf16_ok) && (layout == MemoryFormat::Contiguous || gpu)
+    };
+    // Where the configured combination cannot run here (bf16 or channels-last on the CPU),
+    // the headline falls back to the fp32 adjoint row.
+    let headline = if runnable(headline.1, headline.2) {
+        headline
+    } else {
+        (GradMethod::Adjoint, false, MemoryFormat::Contiguous)
+    };
     for (label, method, bf16, layout) in variants {
-        if bf16 && !bf16_ok {
+        if !runnable(bf16, layout) {
             println!("ours ({label}): skipped (needs CUDA)");
             continue;
         }
-        if layout == MemoryFormat::ChannelsLast && !gpu {
-            println!("ours ({label}): skipped on the CPU (a GPU layout question)");
-            continue;
-        }
+        let is_headline = (method, bf16, layout) == headline;
         den = den.with_method(method);
         den.network_mut().set_memory_format(layout)?;
         gradstep_model::cuda::reset_peak(device);
@@ -235,12 +280,18 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
             gib(grad_peak),
             gib(step_peak)
         );
-        rows.push((label, grad_ms, step_ms));
+        rows.push((label, grad_ms, step_ms, is_headline));
     }
-    let (ours_grad, ours_step) = (rows[0].1, rows[0].2);
+    let Some(&(head_label, ours_grad, ours_step, _)) = rows.iter().find(|r| r.3) else {
+        bail!("no benchmark row ran");
+    };
+    println!(
+        "headline: {head_label} (the `performance` of {})",
+        a.config.display()
+    );
     // Strict float32 for the comparison: TF32 alone differs from float32 by ~1e-4.
     let strict = gradstep_model::cuda::set_cudnn_tf32(false);
-    let (grad_err, param_err) = adjoint_vs_autograd(device)?;
+    let (grad_err, param_err) = adjoint_vs_autograd(&arch, device)?;
     if strict {
         gradstep_model::cuda::set_cudnn_tf32(true);
     }
@@ -269,14 +320,14 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
     println!("| work | PyTorch (deepinv) ms | gradstep ms | speedup |");
     println!("|---|---|---|---|");
     println!(
-        "| ∇g, 1×3×256² | {pg:.3} | {ours_grad:.3} | {:.2} |",
+        "| ∇g, 1×3×256² ({head_label}) | {pg:.3} | {ours_grad:.3} | {:.2} |",
         pg / ours_grad
     );
     println!(
-        "| GS train step, 16×3×128² | {ps:.3} | {ours_step:.3} | {:.2} |",
+        "| GS train step, 16×3×128² ({head_label}) | {ps:.3} | {ours_step:.3} | {:.2} |",
         ps / ours_step
     );
-    for (label, grad_ms, step_ms) in rows.iter().skip(1) {
+    for (label, grad_ms, step_ms, _) in rows.iter().filter(|r| !r.3) {
         println!("| ({label}) ∇g / train step | {pg:.3} / {ps:.3} | {grad_ms:.3} / {step_ms:.3} | {:.2} / {:.2} |", pg / grad_ms, ps / step_ms);
     }
     println!("bench-model speedup {:.3}", ps / ours_step);
@@ -313,12 +364,12 @@ pub fn gs_training_step(
 
 /// Relative errors of the explicit adjoint against autograd on `device` in float32: `∇g` of
 /// a 256² image, and the parameter gradients of a training loss on `D_σ` (batch 4 of 64²).
-fn adjoint_vs_autograd(device: Device) -> anyhow::Result<(f64, f64)> {
+fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> anyhow::Result<(f64, f64)> {
     tch::manual_seed(1);
-    let net = Drunet::new(&DrunetConfig::default(), device)?;
+    let net = Drunet::new(arch, device)?;
     let adjoint = GradientStepDenoiser::new(net);
-    let mut autograd = GradientStepDenoiser::new(Drunet::new(&DrunetConfig::default(), device)?)
-        .with_method(GradMethod::Autograd);
+    let mut autograd =
+        GradientStepDenoiser::new(Drunet::new(arch, device)?).with_method(GradMethod::Autograd);
     autograd
         .network_mut()
         .var_store_mut()
