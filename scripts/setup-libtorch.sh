@@ -13,8 +13,10 @@ TORCH_VERSION=2.11.0
 cache="${GRADSTEP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/gradstep}"
 venv="${GRADSTEP_VENV:-$cache/venv-torch-$TORCH_VERSION}"
 # The stamp names the package set: bump its suffix when the pip line changes, so
-# existing venvs install the new packages (2: + tensorboard).
-stamp="$venv/.gradstep-torch-ok-2"
+# existing venvs install the new packages (2: + tensorboard; 3: + nvidia-cuda-crt and
+# nvidia-cuda-cccl, the CUDA headers, ~15 MB, that the CUDA-graph part of crates/model/csrc
+# includes through ATen's CUDA headers; torch's wheel ships the runtime without them).
+stamp="$venv/.gradstep-torch-ok-3"
 
 if [ -f "$stamp" ]; then
     echo "$venv"
@@ -34,7 +36,8 @@ fi
 echo "gradstep: installing torch==$TORCH_VERSION into $venv (once per machine, ~4.6 GB)" >&2
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-"$venv/bin/python" -m pip install --quiet --progress-bar off "torch==$TORCH_VERSION" numpy safetensors tensorboard >&2
+"$venv/bin/python" -m pip install --quiet --progress-bar off "torch==$TORCH_VERSION" numpy safetensors tensorboard \
+    "nvidia-cuda-crt==13.0.*" "nvidia-cuda-cccl==13.0.*" >&2
 got=$("$venv/bin/python" -c 'import torch; print(torch.__version__.split("+")[0])')
 if [ "$got" != "$TORCH_VERSION" ]; then
     echo "gradstep: $venv has torch $got, expected $TORCH_VERSION" >&2

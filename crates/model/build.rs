@@ -8,6 +8,7 @@ use std::path::Path;
 fn main() {
     link_libtorch::main();
     println!("cargo::rustc-check-cfg=cfg(gradstep_cuda_ext)");
+    println!("cargo::rustc-check-cfg=cfg(gradstep_cuda_graphs)");
     println!("cargo:rerun-if-changed=csrc/cuda_ext.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         return;
@@ -20,7 +21,20 @@ fn main() {
     if !has_cuda {
         return;
     }
-    cc::Build::new()
+    let Some(cuda_include) = cuda_include else {
+        return;
+    };
+    // CUDA graphs need the runtime headers' crt/ and nv/ parts (the nvidia-cuda-crt and
+    // nvidia-cuda-cccl wheels, which scripts/setup-libtorch.sh installs); without them the
+    // rest of the shim still builds.
+    let needed = [
+        cuda_include.join("crt/host_config.h"),
+        cuda_include.join("nv/target"),
+    ];
+    let missing: Vec<_> = needed.iter().filter(|p| !p.exists()).collect();
+    let graphs = missing.is_empty();
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .warnings(false)
@@ -28,7 +42,23 @@ fn main() {
         .include(torch.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .file("csrc/cuda_ext.cpp")
-        .compile("gradstep_cuda_ext");
+        .file("csrc/cuda_ext.cpp");
+    if graphs {
+        build
+            .include(&cuda_include)
+            .define("GRADSTEP_CUDA_GRAPHS", None);
+    }
+    build.compile("gradstep_cuda_ext");
     println!("cargo:rustc-cfg=gradstep_cuda_ext");
+    if graphs {
+        // The graph and stream entry points live in these two.
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        println!("cargo:rustc-link-lib=dylib=torch_cuda");
+        println!("cargo:rustc-cfg=gradstep_cuda_graphs");
+    } else {
+        println!(
+            "cargo:warning=no {}: CUDA graphs are left out of this build",
+            missing[0].display()
+        );
+    }
 }

@@ -1,12 +1,49 @@
 // What tch's C API does not expose and gradstep needs on a GPU: the autocast precision
-// (bf16 instead of fp16), cuDNN's TF32 switch, and the caching allocator's statistics.
+// (bf16 instead of fp16), cuDNN's TF32 switch, the caching allocator's statistics, and
+// CUDA graphs (capture on a side stream, replay).
 // Every entry point catches C++ exceptions: nothing may unwind into Rust.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
-// The generic device-allocator interface: no CUDA headers needed (pip wheels lack some).
+// The generic device-allocator interface.
 #include <c10/core/CachingDeviceAllocator.h>
-
 #include <cstdint>
+
+#ifdef GRADSTEP_CUDA_GRAPHS
+// CUDA graphs and streams: these need the CUDA runtime headers (nvidia/cu13/include, plus
+// the crt/ headers of the nvidia-cuda-crt wheel), so build.rs compiles them only when found.
+// Only exported functions are called (no inline CUDA runtime calls, such as those of
+// CUDAEvent or CUDAStreamGuard), so the binary needs no direct link to libcudart.
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+
+#include <exception>
+#include <optional>
+#include <string>
+
+namespace {
+// The message of the last exception caught by a graph entry point, for the Rust error.
+thread_local std::string last_error;
+
+int fail(const std::exception& e) {
+  last_error = e.what();
+  return -1;
+}
+
+int fail_unknown() {
+  last_error = "unknown C++ exception";
+  return -1;
+}
+
+// A CUDA graph with the side stream it is captured on (capture is illegal on the default
+// stream). `previous` is the stream to restore while the side stream is current.
+struct Graph {
+  at::cuda::CUDAGraph graph;
+  std::optional<c10::cuda::CUDAStream> previous;
+  c10::DeviceIndex device = 0;
+};
+}  // namespace
+#endif
 
 extern "C" {
 
@@ -91,4 +128,103 @@ int gradstep_cuda_empty_cache() {
     return -1;
   }
 }
+
+#ifdef GRADSTEP_CUDA_GRAPHS
+// The message of the last failed graph call on this thread.
+const char* gradstep_graph_last_error() { return last_error.c_str(); }
+
+// A new, empty graph for `device`, or null.
+void* gradstep_graph_new(int device) {
+  try {
+    auto* g = new Graph();
+    g->device = static_cast<c10::DeviceIndex>(device);
+    return g;
+  } catch (const std::exception& e) {
+    fail(e);
+    return nullptr;
+  } catch (...) {
+    fail_unknown();
+    return nullptr;
+  }
+}
+
+void gradstep_graph_free(void* handle) {
+  try {
+    delete static_cast<Graph*>(handle);
+  } catch (...) {
+  }
+}
+
+// Makes a side stream current on this thread, after all queued work (a device-wide
+// synchronisation: this happens once per warm-up or capture, not per replay). Warm-up
+// (cuDNN autotuning, lazy allocations) and capture run there.
+int gradstep_graph_enter_side_stream(void* handle) {
+  try {
+    auto* g = static_cast<Graph*>(handle);
+    if (g->previous) {
+      return 0;
+    }
+    c10::cuda::device_synchronize();
+    g->previous = c10::cuda::getCurrentCUDAStream(g->device);
+    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, g->device));
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e);
+  } catch (...) {
+    return fail_unknown();
+  }
+}
+
+// Waits for the side stream's work and restores the previous stream.
+int gradstep_graph_leave_side_stream(void* handle) {
+  try {
+    auto* g = static_cast<Graph*>(handle);
+    if (!g->previous) {
+      return 0;
+    }
+    c10::cuda::device_synchronize();
+    c10::cuda::setCurrentCUDAStream(*g->previous);
+    g->previous.reset();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e);
+  } catch (...) {
+    return fail_unknown();
+  }
+}
+
+int gradstep_graph_capture_begin(void* handle) {
+  try {
+    static_cast<Graph*>(handle)->graph.capture_begin();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e);
+  } catch (...) {
+    return fail_unknown();
+  }
+}
+
+int gradstep_graph_capture_end(void* handle) {
+  try {
+    static_cast<Graph*>(handle)->graph.capture_end();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e);
+  } catch (...) {
+    return fail_unknown();
+  }
+}
+
+// Launches the captured work on the current stream.
+int gradstep_graph_replay(void* handle) {
+  try {
+    static_cast<Graph*>(handle)->graph.replay();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e);
+  } catch (...) {
+    return fail_unknown();
+  }
+}
+#endif
 }

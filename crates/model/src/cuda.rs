@@ -1,6 +1,7 @@
-//! GPU switches and statistics that tch's C API does not expose, from a small C++ shim
-//! (`csrc/cuda_ext.cpp`, compiled against the same libtorch when it has CUDA). Without
-//! CUDA every function is a harmless no-op, so callers need no `cfg`.
+//! GPU switches, statistics and CUDA graphs that tch's C API does not expose, from a small
+//! C++ shim (`csrc/cuda_ext.cpp`, compiled against the same libtorch when it has CUDA).
+//! Without CUDA every function is a harmless no-op (and [`CudaGraph::new`] says so), so
+//! callers need no `cfg`.
 use tch::Device;
 
 #[cfg(gradstep_cuda_ext)]
@@ -13,6 +14,20 @@ mod ffi {
         pub fn gradstep_cuda_allocated(device: i32) -> i64;
         pub fn gradstep_cuda_reset_peak(device: i32) -> i32;
         pub fn gradstep_cuda_empty_cache() -> i32;
+    }
+}
+
+#[cfg(gradstep_cuda_graphs)]
+mod graph_ffi {
+    extern "C" {
+        pub fn gradstep_graph_last_error() -> *const std::os::raw::c_char;
+        pub fn gradstep_graph_new(device: i32) -> *mut std::ffi::c_void;
+        pub fn gradstep_graph_free(graph: *mut std::ffi::c_void);
+        pub fn gradstep_graph_enter_side_stream(graph: *mut std::ffi::c_void) -> i32;
+        pub fn gradstep_graph_leave_side_stream(graph: *mut std::ffi::c_void) -> i32;
+        pub fn gradstep_graph_capture_begin(graph: *mut std::ffi::c_void) -> i32;
+        pub fn gradstep_graph_capture_end(graph: *mut std::ffi::c_void) -> i32;
+        pub fn gradstep_graph_replay(graph: *mut std::ffi::c_void) -> i32;
     }
 }
 
@@ -102,5 +117,136 @@ pub fn empty_cache() {
         unsafe {
             ffi::gradstep_cuda_empty_cache();
         }
+    }
+}
+
+/// A CUDA graph: work captured once on a side stream, then replayed with one launch.
+///
+/// What a captured closure may do: launch kernels on fixed-shape tensors that outlive the
+/// graph (inputs are refreshed by writing into them before [`CudaGraph::replay`]). What it
+/// may not: read anything back to the host (`double_value`, `to_vec`, a host branch on a
+/// device value), use host numbers that change between replays (they are baked in), or
+/// allocate tensors it expects to see again outside (they live in the graph's private
+/// memory pool). Warm up with [`CudaGraph::on_side_stream`] first: cuDNN's autotuning and
+/// libtorch's lazy allocations must not happen during capture.
+#[derive(Debug)]
+pub struct CudaGraph {
+    #[cfg(gradstep_cuda_graphs)]
+    handle: *mut std::ffi::c_void,
+}
+
+#[cfg(gradstep_cuda_graphs)]
+use graph_ffi as gffi;
+
+#[cfg(gradstep_cuda_graphs)]
+fn graph_error(what: &str) -> String {
+    let msg = unsafe { std::ffi::CStr::from_ptr(gffi::gradstep_graph_last_error()) };
+    format!("CUDA graph {what}: {}", msg.to_string_lossy())
+}
+
+impl CudaGraph {
+    /// An empty graph for a CUDA `device`; an error on the CPU or without the shim.
+    pub fn new(device: Device) -> std::result::Result<Self, String> {
+        let Some(_i) = cuda_index(device) else {
+            return Err(format!("CUDA graphs need a CUDA device, not {device:?}"));
+        };
+        #[cfg(gradstep_cuda_graphs)]
+        {
+            let handle = unsafe { gffi::gradstep_graph_new(_i) };
+            if handle.is_null() {
+                return Err(graph_error("creation"));
+            }
+            Ok(CudaGraph { handle })
+        }
+        #[cfg(not(gradstep_cuda_graphs))]
+        Err("this build has no CUDA graphs (libtorch without CUDA, or no CUDA crt headers)".into())
+    }
+
+    /// Runs `f` on the graph's side stream (warm-up before capture), then makes the previous
+    /// stream wait for it.
+    pub fn on_side_stream<T>(&mut self, f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+        #[cfg(gradstep_cuda_graphs)]
+        {
+            if unsafe { gffi::gradstep_graph_enter_side_stream(self.handle) } != 0 {
+                return Err(graph_error("side stream"));
+            }
+            let out = f();
+            if unsafe { gffi::gradstep_graph_leave_side_stream(self.handle) } != 0 {
+                return Err(graph_error("side stream"));
+            }
+            Ok(out)
+        }
+        #[cfg(not(gradstep_cuda_graphs))]
+        Ok(f())
+    }
+
+    /// Captures the kernels `f` launches (they do not run now). If `f` itself fails, the
+    /// capture is ended and discarded and the error returned; the graph must not be replayed.
+    pub fn capture<T, E: std::fmt::Display>(
+        &mut self,
+        f: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, String> {
+        #[cfg(gradstep_cuda_graphs)]
+        {
+            if unsafe { gffi::gradstep_graph_enter_side_stream(self.handle) } != 0 {
+                return Err(graph_error("side stream"));
+            }
+            if unsafe { gffi::gradstep_graph_capture_begin(self.handle) } != 0 {
+                let e = graph_error("capture begin");
+                unsafe { gffi::gradstep_graph_leave_side_stream(self.handle) };
+                return Err(e);
+            }
+            let out = f();
+            let ended = unsafe { gffi::gradstep_graph_capture_end(self.handle) };
+            let end_error = (ended != 0).then(|| graph_error("capture end"));
+            unsafe { gffi::gradstep_graph_leave_side_stream(self.handle) };
+            match (out, end_error) {
+                (Err(e), _) => Err(format!("during CUDA graph capture: {e}")),
+                (Ok(_), Some(e)) => Err(e),
+                (Ok(v), None) => Ok(v),
+            }
+        }
+        #[cfg(not(gradstep_cuda_graphs))]
+        {
+            let _ = f;
+            Err("this build has no CUDA graphs".into())
+        }
+    }
+
+    /// Launches the captured work on the current stream.
+    pub fn replay(&self) -> std::result::Result<(), String> {
+        #[cfg(gradstep_cuda_graphs)]
+        {
+            if unsafe { gffi::gradstep_graph_replay(self.handle) } != 0 {
+                return Err(graph_error("replay"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CudaGraph {
+    fn drop(&mut self) {
+        #[cfg(gradstep_cuda_graphs)]
+        unsafe {
+            gffi::gradstep_graph_free(self.handle);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_gpu_graphs_refuse_and_statistics_are_absent() {
+        let e = CudaGraph::new(Device::Cpu).unwrap_err();
+        assert!(e.contains("CUDA"), "{e}");
+        assert_eq!(peak_allocated(Device::Cpu), None);
+        assert_eq!(allocated(Device::Cpu), None);
+        // The no-ops must not fail either.
+        reset_peak(Device::Cpu);
+        empty_cache();
+        assert_eq!(bf16_autocast(true, || 7), 7);
     }
 }

@@ -54,6 +54,8 @@ pub struct Adam {
     v: Tensor,
     /// Factor the next [`Adam::step`] applies to the gradients (set by clipping).
     grad_scale: f64,
+    /// The same factor as a device tensor, set by [`Adam::clip_grad_norm_on_device`].
+    device_scale: Option<Tensor>,
     step: i64,
 }
 
@@ -90,6 +92,7 @@ impl Adam {
             m,
             v,
             grad_scale: 1.0,
+            device_scale: None,
             step: 0,
         })
     }
@@ -119,6 +122,7 @@ impl Adam {
             }
         }
         self.grad_scale = 1.0;
+        self.device_scale = None;
         Ok(())
     }
 
@@ -207,6 +211,87 @@ impl Adam {
         })
     }
 
+    /// The step count and learning rate as one-element float32 tensors on the parameters'
+    /// device, from the current host values: what [`Adam::step_on_device`] reads. A step
+    /// captured in a CUDA graph replays its kernels with the numbers baked in at capture, so
+    /// whatever changes between steps must live in device memory.
+    pub fn device_hyper(&self) -> Result<DeviceHyper> {
+        let device = self.m.device();
+        let one = |v: f64| Tensor::f_full([1], v, (Kind::Float, device));
+        Ok(DeviceHyper {
+            step: one(self.step as f64)?,
+            lr: one(self.config.lr)?,
+        })
+    }
+
+    /// [`Adam::clip_grad_norm`] without reading anything back: the norm (returned, a
+    /// one-element tensor) and the factor `min(1, max_norm / (‖∇θ‖ + 10⁻⁶))` stay on the
+    /// device, and the next [`Adam::step_on_device`] applies the factor.
+    pub fn clip_grad_norm_on_device(&mut self, max_norm: f64) -> Result<Tensor> {
+        let (g, _) = self.flat_grad()?;
+        let norm = g.f_square()?.f_sum(Kind::Float)?.f_sqrt()?.f_reshape([1])?;
+        let coef = norm
+            .f_add_scalar(1e-6)?
+            .f_reciprocal()?
+            .f_mul_scalar(max_norm)?
+            .f_clamp_max(1.0)?;
+        self.device_scale = Some(coef);
+        Ok(norm)
+    }
+
+    /// One Adam step that reads its step count and learning rate from `h` and increments
+    /// `h.step` on the device: no host number enters the kernels, so the step can be
+    /// captured once and replayed. The host counter [`Adam::step_count`] is not advanced
+    /// (replays would not advance it either); `h.step` counts. Every parameter must have a
+    /// gradient.
+    pub fn step_on_device(&mut self, h: &mut DeviceHyper) -> Result<()> {
+        let AdamConfig {
+            beta1, beta2, eps, ..
+        } = self.config;
+        tch::no_grad(|| -> Result<()> {
+            let _ = h.step.f_add_scalar_(1.0)?;
+            let (g, all) = self.flat_grad()?;
+            if !all {
+                return Err(TrainError::Config(
+                    "a device step needs a gradient for every parameter".into(),
+                ));
+            }
+            let g = match self.device_scale.take() {
+                Some(c) => g.f_mul(&c.f_to_kind(g.kind())?)?,
+                None => g,
+            };
+            // 1 − βᵗ = 1 − exp(t ln β), computed on the device.
+            let bias = |beta: f64| -> Result<Tensor> {
+                Ok(h.step
+                    .f_mul_scalar(beta.ln())?
+                    .f_exp()?
+                    .f_neg()?
+                    .f_add_scalar(1.0)?)
+            };
+            let (bc1, bc2) = (bias(beta1)?, bias(beta2)?);
+            let _ = self
+                .m
+                .f_mul_scalar_(beta1)?
+                .f_add_(&g.f_mul_scalar(1.0 - beta1)?)?;
+            let _ = self
+                .v
+                .f_mul_scalar_(beta2)?
+                .f_add_(&g.f_square()?.f_mul_scalar(1.0 - beta2)?)?;
+            let denom = self
+                .v
+                .f_sqrt()?
+                .f_div(&bc2.f_sqrt()?.f_to_kind(g.kind())?)?
+                .f_add_scalar(eps)?;
+            let factor = h.lr.f_div(&bc1)?.f_to_kind(g.kind())?;
+            let update = self.m.f_div(&denom)?.f_mul(&factor)?;
+            for (i, (_, p)) in self.params.iter().enumerate() {
+                let mut p = p.shallow_clone();
+                let _ = p.f_sub_(&self.view(&update, i)?)?;
+            }
+            Ok(())
+        })
+    }
+
     /// The state to checkpoint: `m.<name>` and `v.<name>` tensors, and the step count.
     pub fn state(&self) -> Result<(BTreeMap<String, Tensor>, i64)> {
         let mut out = BTreeMap::new();
@@ -241,6 +326,15 @@ impl Adam {
         self.step = step;
         Ok(())
     }
+}
+
+/// Adam's step count and learning rate in device memory (see [`Adam::device_hyper`]).
+#[derive(Debug)]
+pub struct DeviceHyper {
+    /// Steps taken (float32, one element); [`Adam::step_on_device`] adds one.
+    pub step: Tensor,
+    /// Learning rate (float32, one element); change it with `fill_` between steps.
+    pub lr: Tensor,
 }
 
 /// `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²` in place; returns the step
@@ -471,6 +565,47 @@ mod tests {
             clipped.grad_norm().unwrap(),
             5.0,
             "the scale is used once, by that step"
+        );
+    }
+
+    /// The device step (what a CUDA graph replays) makes the same updates as the host step,
+    /// clipping included, and counts its steps on the device.
+    #[test]
+    fn device_step_matches_the_host_step() {
+        tch::set_num_threads(1);
+        let cfg = AdamConfig {
+            lr: 0.05,
+            ..Default::default()
+        };
+        let (mut host, th) = adam_on(&[1.0, -2.0, 0.5], cfg);
+        let (mut dev, td) = adam_on(&[1.0, -2.0, 0.5], cfg);
+        let mut hyper = dev.device_hyper().unwrap();
+        for _ in 0..4 {
+            for (a, t) in [(&mut host, &th), (&mut dev, &td)] {
+                a.zero_grad().unwrap();
+                set_grad(t, &[1.0, 3.0, 0.5], &[0.2, -1.0, 0.7]);
+            }
+            let n_host = host.clip_grad_norm(0.5).unwrap();
+            let n_dev = dev
+                .clip_grad_norm_on_device(0.5)
+                .unwrap()
+                .double_value(&[0]);
+            assert!((n_host - n_dev).abs() < 1e-5 * n_host);
+            host.step().unwrap();
+            dev.step_on_device(&mut hyper).unwrap();
+        }
+        assert_eq!(hyper.step.double_value(&[0]), 4.0);
+        assert_eq!(dev.step_count(), 0, "the host counter is not advanced");
+        let (a, b): (Vec<f64>, Vec<f64>) = (
+            Vec::try_from(&th.to_kind(Kind::Double)).unwrap(),
+            Vec::try_from(&td.to_kind(Kind::Double)).unwrap(),
+        );
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+        assert!(
+            a.iter().zip([1.0, -2.0, 0.5]).all(|(x, x0)| *x != x0),
+            "it moved"
         );
     }
 }

@@ -32,7 +32,7 @@ pub mod tensorboard;
 pub mod trainer;
 pub mod validation;
 
-pub use adam::{Adam, AdamConfig};
+pub use adam::{Adam, AdamConfig, DeviceHyper};
 pub use config::{Objective, TrainConfig};
 pub use error::{Result, TrainError};
 pub use trainer::{train, TrainOptions, TrainOutcome};

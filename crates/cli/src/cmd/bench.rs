@@ -282,6 +282,32 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
         );
         rows.push((label, grad_ms, step_ms, is_headline));
     }
+    // The same step captured once in a CUDA graph and replayed (no per-kernel launch cost, no
+    // host read): a lead of issue 8, measured beside the eager rows, not yet the default.
+    if gpu {
+        for (label, bf16) in [
+            ("adjoint fp32, CUDA graph", false),
+            ("adjoint bf16-autocast, CUDA graph", true),
+        ] {
+            if bf16 && !bf16_ok {
+                continue;
+            }
+            den = den.with_method(GradMethod::Adjoint);
+            den.network_mut()
+                .set_memory_format(MemoryFormat::Contiguous)?;
+            match graph_step_ms(&den, &xb, 25.0 / 255.0, bf16, device, warm, reps) {
+                Ok((ms, peak, loss)) => {
+                    let step_tflops = 6.0 * 16.0 * arch.forward_flops(128, 128) / ms * 1e-9;
+                    println!(
+                        "ours ({label}): train_step_b16_128_ms {ms:.3} (~{step_tflops:.1} TFLOP/s, peak {}), loss after the replays {loss:.4e}",
+                        gib(peak)
+                    );
+                    rows.push((label, f64::NAN, ms, false));
+                }
+                Err(e) => println!("ours ({label}): failed: {e:#}"),
+            }
+        }
+    }
     let Some(&(head_label, ours_grad, ours_step, _)) = rows.iter().find(|r| r.3) else {
         bail!("no benchmark row ran");
     };
@@ -332,6 +358,90 @@ fn model(a: ModelArgs) -> anyhow::Result<()> {
     }
     println!("bench-model speedup {:.3}", ps / ours_step);
     Ok(())
+}
+
+/// Milliseconds per replay of the GS training step (same work as [`gs_training_step`], noise
+/// drawn into a fixed buffer before each replay), captured once in a CUDA graph after three
+/// eager warm-up steps on the capture stream; the peak memory; the loss after the replays
+/// (finite, or the capture went wrong).
+fn graph_step_ms(
+    den: &GradientStepDenoiser,
+    clean: &Tensor,
+    level: f64,
+    bf16: bool,
+    device: Device,
+    warm: usize,
+    reps: usize,
+) -> anyhow::Result<(f64, Option<u64>, f64)> {
+    use gradstep_model::cuda::CudaGraph;
+    use gradstep_train::DeviceHyper;
+    let params = den.network().var_store().variables().into_iter().collect();
+    let mut adam = Adam::new(params, AdamConfig::default())?;
+    let mut hyper = adam.device_hyper()?;
+    let noise = clean.f_zeros_like()?;
+    let sigma = Sigma::Scalar(level);
+    let step = |adam: &mut Adam, hyper: &mut DeviceHyper| -> anyhow::Result<Tensor> {
+        let noisy = clean.f_add(&noise.f_mul_scalar(level)?)?;
+        let loss = gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
+            let d = den.denoise(&noisy, &sigma, Graph::Training)?;
+            Ok(d.f_to_kind(Kind::Float)?
+                .f_sub(clean)?
+                .f_square()?
+                .f_mean(Kind::Float)?)
+        })?;
+        adam.zero_grad()?;
+        loss.f_backward()?;
+        let _ = adam.clip_grad_norm_on_device(1e-2)?;
+        adam.step_on_device(hyper)?;
+        Ok(loss)
+    };
+    let refresh = || -> anyhow::Result<()> {
+        let _ = noise.shallow_clone().f_normal_(0.0, 1.0)?;
+        Ok(())
+    };
+    let mut graph = CudaGraph::new(device).map_err(anyhow::Error::msg)?;
+    graph
+        .on_side_stream(|| -> anyhow::Result<()> {
+            for _ in 0..3 {
+                refresh()?;
+                let _ = step(&mut adam, &mut hyper)?;
+            }
+            Ok(())
+        })
+        .map_err(anyhow::Error::msg)??;
+    let loss = graph
+        .capture(|| step(&mut adam, &mut hyper))
+        .map_err(anyhow::Error::msg)?;
+    // A replay must really train: the weights and the device step counter move.
+    let head = den.network().var_store().variables()["m_head.weight"].shallow_clone();
+    let checksum = |t: &Tensor| -> anyhow::Result<f64> {
+        Ok(t.f_to_kind(Kind::Double)?
+            .f_sum(Kind::Double)?
+            .f_double_value(&[])?)
+    };
+    let before = (checksum(&head)?, hyper.step.f_double_value(&[0])?);
+    gradstep_model::cuda::reset_peak(device);
+    let ms = time_ms(device, warm, reps, || {
+        refresh()?;
+        graph.replay().map_err(anyhow::Error::msg)
+    })?;
+    let peak = gradstep_model::cuda::peak_allocated(device);
+    let after = (checksum(&head)?, hyper.step.f_double_value(&[0])?);
+    let loss = loss.f_double_value(&[])?;
+    if !loss.is_finite() {
+        bail!("the replayed step's loss is {loss}");
+    }
+    if after.0 == before.0 || after.1 != before.1 + (warm + reps) as f64 {
+        bail!(
+            "the replays did not train (weights {} → {}, device step {} → {}, {} replays)",
+            before.0,
+            after.0,
+            before.1,
+            after.1,
+            warm + reps
+        );
+    }
+    Ok((ms, peak, loss))
 }
 
 /// One GS training step on `clean` (as `gradstep train` makes it): `y = x + σξ`,
