@@ -506,3 +506,19 @@ fn bench_model_headlines_the_training_configs_performance_settings() {
         .unwrap();
     assert!(rel < 1e-5, "{err_line}");
 }
+
+#[test]
+fn a_closed_output_pipe_ends_the_command_quietly() {
+    let mut child = gradstep()
+        .arg("info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the pipe before the command writes (loading libtorch alone takes longer), as
+    // `gradstep info | true` would.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+}
