@@ -35,6 +35,20 @@ int fail_unknown() {
   return -1;
 }
 
+// Runs `f`, turning any exception into -1 and its message into `last_error`: nothing may
+// unwind into Rust.
+template <class F>
+int guarded(F f) {
+  try {
+    f();
+    return 0;
+  } catch (const std::exception& e) {
+    return fail(e);
+  } catch (...) {
+    return fail_unknown();
+  }
+}
+
 // A CUDA graph with the side stream it is captured on (capture is illegal on the default
 // stream). `previous` is the stream to restore while the side stream is current.
 struct Graph {
@@ -159,72 +173,41 @@ void gradstep_graph_free(void* handle) {
 // synchronisation: this happens once per warm-up or capture, not per replay). Warm-up
 // (cuDNN autotuning, lazy allocations) and capture run there.
 int gradstep_graph_enter_side_stream(void* handle) {
-  try {
+  return guarded([&] {
     auto* g = static_cast<Graph*>(handle);
     if (g->previous) {
-      return 0;
+      return;
     }
     c10::cuda::device_synchronize();
     g->previous = c10::cuda::getCurrentCUDAStream(g->device);
     c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, g->device));
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e);
-  } catch (...) {
-    return fail_unknown();
-  }
+  });
 }
 
 // Waits for the side stream's work and restores the previous stream.
 int gradstep_graph_leave_side_stream(void* handle) {
-  try {
+  return guarded([&] {
     auto* g = static_cast<Graph*>(handle);
     if (!g->previous) {
-      return 0;
+      return;
     }
     c10::cuda::device_synchronize();
     c10::cuda::setCurrentCUDAStream(*g->previous);
     g->previous.reset();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e);
-  } catch (...) {
-    return fail_unknown();
-  }
+  });
 }
 
 int gradstep_graph_capture_begin(void* handle) {
-  try {
-    static_cast<Graph*>(handle)->graph.capture_begin();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e);
-  } catch (...) {
-    return fail_unknown();
-  }
+  return guarded([&] { static_cast<Graph*>(handle)->graph.capture_begin(); });
 }
 
 int gradstep_graph_capture_end(void* handle) {
-  try {
-    static_cast<Graph*>(handle)->graph.capture_end();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e);
-  } catch (...) {
-    return fail_unknown();
-  }
+  return guarded([&] { static_cast<Graph*>(handle)->graph.capture_end(); });
 }
 
 // Launches the captured work on the current stream.
 int gradstep_graph_replay(void* handle) {
-  try {
-    static_cast<Graph*>(handle)->graph.replay();
-    return 0;
-  } catch (const std::exception& e) {
-    return fail(e);
-  } catch (...) {
-    return fail_unknown();
-  }
+  return guarded([&] { static_cast<Graph*>(handle)->graph.replay(); });
 }
 #endif
 }

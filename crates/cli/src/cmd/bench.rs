@@ -382,13 +382,7 @@ fn graph_step_ms(
     let sigma = Sigma::Scalar(level);
     let step = |adam: &mut Adam, hyper: &mut DeviceHyper| -> anyhow::Result<Tensor> {
         let noisy = clean.f_add(&noise.f_mul_scalar(level)?)?;
-        let loss = gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
-            let d = den.denoise(&noisy, &sigma, Graph::Training)?;
-            Ok(d.f_to_kind(Kind::Float)?
-                .f_sub(clean)?
-                .f_square()?
-                .f_mean(Kind::Float)?)
-        })?;
+        let loss = denoising_loss(den, clean, &noisy, &sigma, bf16)?;
         adam.zero_grad()?;
         loss.f_backward()?;
         let _ = adam.clip_grad_norm_on_device(1e-2)?;
@@ -458,18 +452,29 @@ pub fn gs_training_step(
         _ => bail!("the benchmark step takes one σ"),
     };
     let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(level)?)?;
-    let loss = gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
-        let d = den.denoise(&noisy, sigma, Graph::Training)?;
-        Ok(d.f_to_kind(Kind::Float)?
-            .f_sub(clean)?
-            .f_square()?
-            .f_mean(Kind::Float)?)
-    })?;
+    let loss = denoising_loss(den, clean, &noisy, sigma, bf16)?;
     adam.zero_grad()?;
     loss.f_backward()?;
     adam.clip_grad_norm(1e-2)?;
     adam.step()?;
     Ok(())
+}
+
+/// `mean ‖D_σ(noisy) − clean‖²` with its training graph, `D_σ` under bf16 autocast if asked.
+fn denoising_loss(
+    den: &GradientStepDenoiser,
+    clean: &Tensor,
+    noisy: &Tensor,
+    sigma: &Sigma,
+    bf16: bool,
+) -> anyhow::Result<Tensor> {
+    gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
+        let d = den.denoise(noisy, sigma, Graph::Training)?;
+        Ok(d.f_to_kind(Kind::Float)?
+            .f_sub(clean)?
+            .f_square()?
+            .f_mean(Kind::Float)?)
+    })
 }
 
 /// Relative errors of the explicit adjoint against autograd on `device` in float32: `∇g` of
