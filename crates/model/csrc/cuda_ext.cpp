@@ -53,6 +53,8 @@ int guarded(F f) {
 // stream). `previous` is the stream to restore while the side stream is current.
 struct Graph {
   at::cuda::CUDAGraph graph;
+  // The side stream, taken from the pool once: warm-up and capture use the same one.
+  std::optional<c10::cuda::CUDAStream> side;
   std::optional<c10::cuda::CUDAStream> previous;
   c10::DeviceIndex device = 0;
 };
@@ -179,8 +181,11 @@ int gradstep_graph_enter_side_stream(void* handle) {
       return;
     }
     c10::cuda::device_synchronize();
+    if (!g->side) {
+      g->side = c10::cuda::getStreamFromPool(false, g->device);
+    }
     g->previous = c10::cuda::getCurrentCUDAStream(g->device);
-    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, g->device));
+    c10::cuda::setCurrentCUDAStream(*g->side);
   });
 }
 
