@@ -154,6 +154,12 @@ impl Adam {
         Ok((Tensor::f_cat(&parts, 0)?, all))
     }
 
+    /// `‖∇θ‖₂` over all parameters as a one-element float32 tensor, left on the device.
+    pub fn grad_norm_on_device(&self) -> Result<Tensor> {
+        let (g, _) = self.flat_grad()?;
+        Ok(g.f_square()?.f_sum(Kind::Float)?.f_sqrt()?.f_reshape([1])?)
+    }
+
     /// `‖∇θ‖₂` over all parameters, as the next step will use it (after any clipping).
     pub fn grad_norm(&self) -> Result<f64> {
         let (g, _) = self.flat_grad()?;
@@ -176,17 +182,22 @@ impl Adam {
         Ok(norm)
     }
 
-    /// One Adam step with the current gradients.
+    /// One Adam step with the current gradients (scaled by a pending clipping factor, from
+    /// [`Adam::clip_grad_norm`] or [`Adam::clip_grad_norm_on_device`]).
     pub fn step(&mut self) -> Result<()> {
         self.step += 1;
         let AdamConfig { beta1, beta2, .. } = self.config;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2 = 1.0 - beta2.powi(self.step as i32);
         let scale = std::mem::replace(&mut self.grad_scale, 1.0);
+        let device_scale = self.device_scale.take();
         tch::no_grad(|| -> Result<()> {
             let (mut g, all) = self.flat_grad()?;
             if scale != 1.0 {
                 g = g.f_mul_scalar(scale)?;
+            }
+            if let Some(c) = &device_scale {
+                g = g.f_mul(&c.f_to_kind(g.kind())?)?;
             }
             if all {
                 let update = adam_update(&mut self.m, &mut self.v, &g, self.config, bc1, bc2)?;
@@ -226,7 +237,7 @@ impl Adam {
 
     /// [`Adam::clip_grad_norm`] without reading anything back: the norm (returned, a
     /// one-element tensor) and the factor `min(1, max_norm / (‖∇θ‖ + 10⁻⁶))` stay on the
-    /// device, and the next [`Adam::step_on_device`] applies the factor.
+    /// device, and the next [`Adam::step`] or [`Adam::step_on_device`] applies the factor.
     pub fn clip_grad_norm_on_device(&mut self, max_norm: f64) -> Result<Tensor> {
         let (g, _) = self.flat_grad()?;
         let norm = g.f_square()?.f_sum(Kind::Float)?.f_sqrt()?.f_reshape([1])?;
@@ -607,5 +618,38 @@ mod tests {
             a.iter().zip([1.0, -2.0, 0.5]).all(|(x, x0)| *x != x0),
             "it moved"
         );
+    }
+
+    /// The trainer clips on the device and steps on the host: same result as clipping on
+    /// the host.
+    #[test]
+    fn device_clipping_with_the_host_step_matches_host_clipping() {
+        tch::set_num_threads(1);
+        let cfg = AdamConfig {
+            lr: 0.05,
+            ..Default::default()
+        };
+        let (mut a, ta) = adam_on(&[1.0, -2.0, 0.5], cfg);
+        let (mut b, tb) = adam_on(&[1.0, -2.0, 0.5], cfg);
+        for _ in 0..3 {
+            for (o, t) in [(&mut a, &ta), (&mut b, &tb)] {
+                o.zero_grad().unwrap();
+                set_grad(t, &[1.0, 3.0, 0.5], &[0.2, -1.0, 0.7]);
+            }
+            a.clip_grad_norm(0.3).unwrap();
+            let _ = b.clip_grad_norm_on_device(0.3).unwrap();
+            a.step().unwrap();
+            b.step().unwrap();
+        }
+        let (x, y): (Vec<f64>, Vec<f64>) = (
+            Vec::try_from(&ta.to_kind(Kind::Double)).unwrap(),
+            Vec::try_from(&tb.to_kind(Kind::Double)).unwrap(),
+        );
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() < 1e-6, "{x:?} vs {y:?}");
+        }
+        let (ma, _) = a.state().unwrap();
+        let (mb, _) = b.state().unwrap();
+        assert!(ma["m.w"].allclose(&mb["m.w"], 1e-6, 1e-7, false));
     }
 }

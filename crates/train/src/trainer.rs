@@ -309,27 +309,29 @@ fn train_step(
             (mse, loss, Some(stats))
         }
     };
-    // One read for both numbers (each read waits for the GPU to drain its queue).
+    adam.zero_grad()?;
+    loss.f_backward()?;
+    let norm = match cfg.clip_grad_norm {
+        Some(c) => adam.clip_grad_norm_on_device(c)?,
+        None => adam.grad_norm_on_device()?,
+    };
+    // One read for the step's three numbers (each read waits for the GPU to drain its
+    // queue); the update waits for them, so a non-finite loss or gradient changes nothing.
     let values = Vec::<f64>::try_from(
-        &Tensor::f_stack(
+        &Tensor::f_cat(
             &[
-                loss.f_detach()?.f_to_kind(Kind::Double)?,
-                mse.f_detach()?.f_to_kind(Kind::Double)?,
+                loss.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1])?,
+                mse.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1])?,
+                norm.f_to_kind(Kind::Double)?,
             ],
             0,
         )?
         .f_to_device(Device::Cpu)?,
     )?;
-    let (loss_value, mse_value) = (values[0], values[1]);
+    let (loss_value, mse_value, grad_norm) = (values[0], values[1], values[2]);
     if !loss_value.is_finite() {
         return Err(TrainError::Diverged(format!("loss is {loss_value}")));
     }
-    adam.zero_grad()?;
-    loss.f_backward()?;
-    let grad_norm = match cfg.clip_grad_norm {
-        Some(c) => adam.clip_grad_norm(c)?,
-        None => adam.grad_norm()?,
-    };
     if !grad_norm.is_finite() {
         return Err(TrainError::Diverged(format!(
             "gradient norm is {grad_norm}"
