@@ -235,6 +235,12 @@ impl Adam {
         })
     }
 
+    /// Counts a step made by [`Adam::step_on_device`] (or a replay of one) on the host, so
+    /// that [`Adam::step_count`] and checkpoints stay right.
+    pub fn count_device_step(&mut self) {
+        self.step += 1;
+    }
+
     /// [`Adam::clip_grad_norm`] without reading anything back: the norm (returned, a
     /// one-element tensor) and the factor `min(1, max_norm / (‖∇θ‖ + 10⁻⁶))` stay on the
     /// device, and the next [`Adam::step`] or [`Adam::step_on_device`] applies the factor.

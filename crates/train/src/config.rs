@@ -258,6 +258,12 @@ impl TrainConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.model.validate().map_err(|e| format!("model: {e}"))?;
+        if self.performance.cuda_graph && !matches!(self.objective, Objective::Gs) {
+            return Err(
+                "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)"
+                    .into(),
+            );
+        }
         if let Objective::Prox(p) = &self.objective {
             p.validate().map_err(|e| format!("objective: {e}"))?;
         }

@@ -21,6 +21,7 @@ pub mod adam;
 pub mod checkpoints;
 pub mod config;
 mod error;
+pub mod graphed;
 pub mod logging;
 pub mod noise;
 pub mod overrides;

@@ -34,16 +34,17 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The noisy batch `y = x + σξ` of step `step` for clean patches `clean` `[B, C, P, P]`,
-/// and its `σ` (on the `[0, 1]` scale).
-pub fn noisy_batch(
-    clean: &Tensor,
+/// The noise of step `step` for a batch shaped like `like` `[B, C, P, P]`: `ξ` (on `like`'s
+/// device, in its precision) and the levels `σ` on the `[0, 1]` scale (one, or one per
+/// image with `per_image`).
+pub fn step_noise(
+    like: &Tensor,
     cfg: &NoiseConfig,
     seed: u64,
     step: u64,
-) -> Result<(Tensor, Sigma)> {
+) -> Result<(Tensor, Vec<f64>)> {
     let s = step_seed(seed, step);
-    let b = clean.size()[0];
+    let b = like.size()[0];
     let mut rng = ChaCha8Rng::seed_from_u64(s);
     let (lo, hi) = (cfg.sigma_min_255 / 255.0, cfg.sigma_max_255 / 255.0);
     let mut draw = || if hi > lo { rng.gen_range(lo..hi) } else { lo };
@@ -58,10 +59,23 @@ pub fn noisy_batch(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         // Reinterpreting the bits keeps every u64 seed distinct.
         tch::manual_seed(s as i64);
-        Tensor::f_randn(clean.size(), (Kind::Float, Device::Cpu))?
+        Tensor::f_randn(like.size(), (Kind::Float, Device::Cpu))?
     }
-    .f_to_kind(clean.kind())?
-    .f_to_device(clean.device())?;
+    .f_to_kind(like.kind())?
+    .f_to_device(like.device())?;
+    Ok((xi, sigmas))
+}
+
+/// The noisy batch `y = x + σξ` of step `step` for clean patches `clean` `[B, C, P, P]`,
+/// and its `σ` (on the `[0, 1]` scale).
+pub fn noisy_batch(
+    clean: &Tensor,
+    cfg: &NoiseConfig,
+    seed: u64,
+    step: u64,
+) -> Result<(Tensor, Sigma)> {
+    let (xi, sigmas) = step_noise(clean, cfg, seed, step)?;
+    let b = clean.size()[0];
     let (scale, sigma) = if cfg.per_image {
         let t = Tensor::f_from_slice(&sigmas)?
             .f_to_kind(clean.kind())?

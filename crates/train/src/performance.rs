@@ -17,6 +17,10 @@ pub struct PerformanceConfig {
     /// Memory layout of weights and activations (`channels_last`: NHWC strides).
     #[serde(default)]
     pub memory_format: MemoryFormat,
+    /// Capture the GS training step in a CUDA graph after a few eager steps and replay it
+    /// (see [`crate::graphed`]); on the CPU the same device-resident step runs eagerly.
+    #[serde(default)]
+    pub cuda_graph: bool,
     /// How `J_N(y)ᵀ r` in `∇g_σ(y)` is computed (and so how the loss is differentiated).
     #[serde(default)]
     pub grad_method: GradientMethod,

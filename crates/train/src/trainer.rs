@@ -23,6 +23,7 @@ use crate::adam::Adam;
 use crate::checkpoints::{training_state, CheckpointStore, TrainingState};
 use crate::config::{Objective, TrainConfig};
 use crate::error::{Result, TrainError};
+use crate::graphed::GraphedStep;
 use crate::logging::{self, StepScalars};
 use crate::noise;
 use crate::performance::Precision;
@@ -171,6 +172,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         cfg.model.parameter_count(),
         run_dir.display()
     ));
+    let mut graphed = if cfg.performance.cuda_graph {
+        Some(GraphedStep::new(cfg, &adam, device)?)
+    } else {
+        None
+    };
     let mut last_validation: Option<(u64, Validation)> = None;
     let mut last_saved: Option<(u64, PathBuf)> = None;
     let mut interrupted = false;
@@ -181,7 +187,14 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         }
         let t = state.step;
         let lr = cfg.schedule.lr(cfg.optimizer.lr, t);
-        let scalars = match train_step(cfg, &denoiser, &mut adam, &mut sampler, device, t, lr) {
+        let result = match graphed.as_mut() {
+            Some(g) => sampler
+                .next_batch(device)
+                .map_err(TrainError::from)
+                .and_then(|clean| g.step(cfg, &denoiser, &mut adam, &clean, t, lr)),
+            None => train_step(cfg, &denoiser, &mut adam, &mut sampler, device, t, lr),
+        };
+        let scalars = match result {
             Ok(s) => s,
             Err(e @ TrainError::Diverged(_)) => {
                 progress.finish();

@@ -312,3 +312,51 @@ fn prox_objective_gives_the_same_weights_with_both_grad_methods() {
         "gradient moments differ by {grads} (relative)"
     );
 }
+
+/// `performance.cuda_graph`: on the CPU the device-resident step runs eagerly. It must train
+/// like the ordinary step (same noise, same batches, clipping and the schedule on the
+/// device), resume exactly, and count Adam's steps on the host for the checkpoints.
+#[test]
+fn the_device_resident_step_trains_like_the_ordinary_one_and_resumes_exactly() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_images(&root.join("images"), 4, 40, 48);
+    let graph = ["performance.cuda_graph=true", "clip_grad_norm=0.05"];
+    let ordinary = train(
+        &config(root, "ordinary", &["clip_grad_norm=0.05"]),
+        &opts(false),
+    )
+    .unwrap();
+    let straight = train(&config(root, "graph", &graph), &opts(false)).unwrap();
+    let mut half_sets = graph.to_vec();
+    half_sets.push("steps=3");
+    train(&config(root, "graph-split", &half_sets), &opts(false)).unwrap();
+    let resumed = train(&config(root, "graph-split", &graph), &opts(true)).unwrap();
+
+    let a = Checkpoint::read(&ordinary.checkpoint).unwrap();
+    let b = Checkpoint::read(&straight.checkpoint).unwrap();
+    let c = Checkpoint::read(&resumed.checkpoint).unwrap();
+    // Same updates up to float32 rounding of the bias corrections and the norm.
+    let weights = relative_diff(&b, &a, "model.");
+    assert!(weights <= 1e-4, "weights differ by {weights} (relative)");
+    let moments = relative_diff(&b, &a, "adam.v.");
+    assert!(moments <= 1e-3, "second moments differ by {moments}");
+    // Exact resume of the device-resident run, including Adam's step count.
+    assert_eq!(max_abs_diff(&b, &c), 0.0);
+    let (sb, _) = training_state(&b, &straight.checkpoint).unwrap();
+    let (sc, _) = training_state(&c, &resumed.checkpoint).unwrap();
+    assert_eq!((sb.step, sb.adam_step), (6, 6));
+    assert_eq!(
+        (sc.step, sc.adam_step, sc.lr),
+        (sb.step, sb.adam_step, sb.lr)
+    );
+    // The Prox objective is refused, with the setting named.
+    let prox = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/prox-drunet.json"
+    ));
+    let err = TrainConfig::load(prox, &["performance.cuda_graph=true".to_string()]).unwrap_err();
+    assert!(err.to_string().contains("performance.cuda_graph"), "{err}");
+}

@@ -1,0 +1,199 @@
+//! The GS training step captured once in a CUDA graph and replayed
+//! (`performance.cuda_graph`): one launch per step instead of ~1,400, and no host read
+//! inside the step.
+//!
+//! A replay runs the captured kernels with every address and every host number fixed at
+//! capture, so whatever changes from one step to the next lives in device buffers written
+//! before each replay: the clean batch, the noise `ξ`, the levels `σ` (per image,
+//! `[B, 1, 1, 1]`, given to the network as a map) and Adam's step count and learning rate
+//! ([`DeviceHyper`]); clipping is computed on the device
+//! ([`Adam::clip_grad_norm_on_device`]). The loss, the MSE and the gradient norm are read
+//! once after the step. One consequence: a non-finite loss is seen after its update was
+//! applied; training then stops with [`TrainError::Diverged`] before any checkpoint of the
+//! damaged weights is written.
+//!
+//! The first [`WARM_UP`] steps run eagerly on the capture stream (cuDNN's autotuning and
+//! libtorch's lazy allocations must not happen during capture); the next one is captured,
+//! then every step replays it. On the CPU the same device-resident step runs eagerly at
+//! every step: the tests check it against the ordinary step and for exact resume.
+//!
+//! The noise is the ordinary step's ([`crate::noise::step_noise`]), so a run can switch
+//! between the two on resume.
+use gradstep_model::cuda::{bf16_autocast, CudaGraph};
+use gradstep_model::{GradientStepDenoiser, Precision, Sigma};
+use tch::{Device, Kind, Tensor};
+
+use crate::adam::{Adam, DeviceHyper};
+use crate::config::{Objective, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::logging::StepScalars;
+use crate::noise;
+use crate::trainer::denoising_loss;
+
+/// Eager steps on the capture stream before the capture.
+pub const WARM_UP: usize = 3;
+
+/// The device buffers a captured step reads.
+struct Buffers {
+    clean: Tensor,
+    noise: Tensor,
+    /// `σ` per image, `[B, 1, 1, 1]`.
+    sigma: Tensor,
+    bf16: bool,
+    clip: Option<f64>,
+}
+
+impl Buffers {
+    /// The step itself; returns the (loss, MSE, gradient norm) tensors it leaves behind.
+    fn step(
+        &self,
+        den: &GradientStepDenoiser,
+        adam: &mut Adam,
+        hyper: &mut DeviceHyper,
+    ) -> Result<[Tensor; 3]> {
+        let s = self.clean.size();
+        let noisy = self.clean.f_add(&self.noise.f_mul(&self.sigma)?)?;
+        let sigma = Sigma::Map(self.sigma.f_expand([s[0], 1, s[2], s[3]], false)?);
+        let mse = bf16_autocast(self.bf16, || {
+            denoising_loss(den, &self.clean, &noisy, &sigma)
+        })?;
+        adam.zero_grad()?;
+        mse.f_backward()?;
+        let norm = match self.clip {
+            Some(c) => adam.clip_grad_norm_on_device(c)?,
+            None => adam.grad_norm_on_device()?,
+        };
+        adam.step_on_device(hyper)?;
+        let mse = mse.f_detach()?.f_reshape([1])?;
+        Ok([mse.shallow_clone(), mse, norm])
+    }
+}
+
+/// A GS training step that is captured in a CUDA graph after [`WARM_UP`] eager steps.
+pub struct GraphedStep {
+    buffers: Buffers,
+    hyper: DeviceHyper,
+    lr: f64,
+    graph: Option<CudaGraph>,
+    eager_steps: usize,
+    /// What the captured step leaves behind (its outputs' buffers).
+    outputs: Option<[Tensor; 3]>,
+}
+
+impl GraphedStep {
+    /// Buffers for `cfg`'s batch shape on `device`, Adam's step count and learning rate
+    /// taken from `adam` (create it after a resume has restored Adam).
+    pub fn new(cfg: &TrainConfig, adam: &Adam, device: Device) -> Result<Self> {
+        if !matches!(cfg.objective, Objective::Gs) {
+            return Err(TrainError::Config(
+                "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)".into(),
+            ));
+        }
+        let d = &cfg.data;
+        let (b, p) = (d.batch_size, d.patch_size);
+        let opts = (Kind::Float, device);
+        let graph = if device.is_cuda() {
+            Some(CudaGraph::new(device).map_err(TrainError::Config)?)
+        } else {
+            None
+        };
+        Ok(GraphedStep {
+            buffers: Buffers {
+                clean: Tensor::f_zeros([b, d.channels, p, p], opts)?,
+                noise: Tensor::f_zeros([b, d.channels, p, p], opts)?,
+                sigma: Tensor::f_zeros([b, 1, 1, 1], opts)?,
+                bf16: cfg.performance.precision == Precision::Bf16,
+                clip: cfg.clip_grad_norm,
+            },
+            hyper: adam.device_hyper()?,
+            lr: adam.lr(),
+            graph,
+            eager_steps: 0,
+            outputs: None,
+        })
+    }
+
+    /// Whether the step has been captured (and is now replayed).
+    pub fn captured(&self) -> bool {
+        self.outputs.is_some()
+    }
+
+    /// Training step `step` on `clean` at learning rate `lr`.
+    pub fn step(
+        &mut self,
+        cfg: &TrainConfig,
+        den: &GradientStepDenoiser,
+        adam: &mut Adam,
+        clean: &Tensor,
+        step: u64,
+        lr: f64,
+    ) -> Result<StepScalars> {
+        let (xi, sigmas) = noise::step_noise(clean, &cfg.noise, cfg.seed, step)?;
+        let b = self.buffers.clean.size()[0] as usize;
+        let per_image: Vec<f64> = match sigmas.len() {
+            1 => vec![sigmas[0]; b],
+            _ => sigmas,
+        };
+        let levels = Tensor::f_from_slice(&per_image)?
+            .f_to_kind(Kind::Float)?
+            .f_to_device(self.buffers.sigma.device())?
+            .f_view([b as i64, 1, 1, 1])?;
+        tch::no_grad(|| -> Result<()> {
+            self.buffers.clean.shallow_clone().f_copy_(clean)?;
+            self.buffers.noise.shallow_clone().f_copy_(&xi)?;
+            self.buffers.sigma.shallow_clone().f_copy_(&levels)?;
+            if lr != self.lr {
+                let _ = self.hyper.lr.f_fill_(lr)?;
+                self.lr = lr;
+            }
+            Ok(())
+        })?;
+        adam.set_lr(lr);
+        let outputs = self.run(den, adam)?;
+        adam.count_device_step();
+        let values = Vec::<f64>::try_from(
+            &Tensor::f_cat(&outputs, 0)?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(Device::Cpu)?,
+        )?;
+        let (loss, mse, grad_norm) = (values[0], values[1], values[2]);
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(TrainError::Diverged(format!(
+                "loss is {loss}, gradient norm {grad_norm} (in a CUDA-graph step the update is already applied: the weights in memory are not saved)"
+            )));
+        }
+        Ok(StepScalars {
+            loss,
+            mse,
+            lr,
+            grad_norm,
+            steps_per_s: 0.0,
+            prox: None,
+        })
+    }
+
+    /// Runs the step: eagerly (CPU, or warm-up), by capture then replay, or by replay.
+    fn run(&mut self, den: &GradientStepDenoiser, adam: &mut Adam) -> Result<[Tensor; 3]> {
+        let (buffers, hyper) = (&self.buffers, &mut self.hyper);
+        let Some(graph) = self.graph.as_mut() else {
+            return buffers.step(den, adam, hyper);
+        };
+        let graph_error = |e: String| TrainError::Config(format!("performance.cuda_graph: {e}"));
+        if let Some(out) = &self.outputs {
+            graph.replay().map_err(graph_error)?;
+            return Ok(out.each_ref().map(Tensor::shallow_clone));
+        }
+        if self.eager_steps < WARM_UP {
+            self.eager_steps += 1;
+            return graph
+                .on_side_stream(|| buffers.step(den, adam, hyper))
+                .map_err(graph_error)?;
+        }
+        let out = graph
+            .capture(|| buffers.step(den, adam, hyper))
+            .map_err(graph_error)?;
+        graph.replay().map_err(graph_error)?;
+        self.outputs = Some(out.each_ref().map(Tensor::shallow_clone));
+        Ok(out)
+    }
+}
