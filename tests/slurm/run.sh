@@ -185,6 +185,10 @@ PY
 fi
 
 # --- 4 (first: it also yields a checkpoint). Requeue of a training job ----------------
+# Long enough (≈ 5–15 s on 2 cores) that the SIGTERM, sent within a second or two of the
+# first checkpoint (step 10), lands mid-run.
+total=400
+last=$(printf 'step-%08d.safetensors' "$total")
 cat >"$work/train.json" <<EOF
 {
   "name": "slurm-requeue",
@@ -193,7 +197,7 @@ cat >"$work/train.json" <<EOF
   "data": { "roots": ["$images"], "patch_size": 32, "channels": 3, "batch_size": 2,
             "flips": true, "rotations": false, "seed": 0, "cache_dir": null, "prefetch": 1,
             "crops_per_image": 4, "threads": 1 },
-  "steps": 40,
+  "steps": $total,
   "seed": 0,
   "validation": { "dirs": [], "every": 0, "sigmas_255": [25.0], "crop": 32, "limit": 1,
                   "seed": 0, "batch_size": 1 },
@@ -229,16 +233,16 @@ grep -q "requeuing job $tjob" "$train_out" || fail "train.sbatch did not requeue
 resumed=$(grep -o 'resuming from [^ ]* (step [0-9]*)' "$train_out" | head -1 || true)
 [ -n "$resumed" ] || fail "the restarted job did not resume from a checkpoint: $(cat "$train_out")"
 step=$(echo "$resumed" | grep -o 'step [0-9]*' | grep -o '[0-9]*')
-[ "$step" -gt 0 ] && [ "$step" -lt 40 ] || fail "resumed at step $step, expected 0 < step < 40"
-[ -f "$ckpts/step-00000040.safetensors" ] || fail "the resumed run did not finish: $(ls "$ckpts")"
+[ "$step" -gt 0 ] && [ "$step" -lt "$total" ] || fail "resumed at step $step, expected 0 < step < $total"
+[ -f "$ckpts/$last" ] || fail "the resumed run did not finish: $(ls "$ckpts")"
 restarts=$(scontrol show job "$tjob" 2>/dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2 || echo "?")
-say "OK training: SIGTERM -> checkpoint -> requeue (restarts=$restarts) -> $resumed -> step 40"
+say "OK training: SIGTERM -> checkpoint -> requeue (restarts=$restarts) -> $resumed -> step $total"
 
 # --- 3. a 4-shard sweep ---------------------------------------------------------------
 if [ -f "$shared/reference/gsdrunet_tiny_elu_weights.safetensors" ]; then
     "$GRADSTEP_BIN" import "$shared/reference/gsdrunet_tiny_elu_weights.safetensors" "$work/tiny.safetensors" >/dev/null
 else
-    cp "$ckpts/step-00000040.safetensors" "$work/tiny.safetensors"
+    cp "$ckpts/$last" "$work/tiny.safetensors"
 fi
 cat >"$work/tiny-sweep.json" <<EOF
 {
