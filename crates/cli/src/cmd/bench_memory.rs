@@ -21,7 +21,8 @@ use gradstep_model::{
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::bench::{bench_device, gib, gs_training_step, sync};
+use super::bench::{bench_device, gib, sync};
+use super::bench_model::gs_training_step;
 use crate::common;
 
 /// Arguments of `gradstep bench memory`.

@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod bench_data;
 pub mod bench_memory;
+pub mod bench_model;
 pub mod bench_pnp;
 pub mod bench_prox;
 pub mod denoise;

@@ -1,0 +1,407 @@
+//! `gradstep bench model`: `∇g_σ` of one 256² colour image and one GS training step
+//! (batch 16 of 128², Adam with clipping) on the full model, in every variant (gradient
+//! method, precision, layout, CUDA graph), beside the PyTorch anchor run in the same call.
+//! The headline row is the `performance` section of the training config users run.
+use std::path::PathBuf;
+
+use anyhow::bail;
+use gradstep_model::{
+    Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, MemoryFormat,
+    Precision, Sigma,
+};
+use gradstep_train::{Adam, AdamConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::bench::{bench_device, gib, run_anchor, time_ms};
+
+/// Arguments of `gradstep bench model`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    /// cpu, cuda or cuda:N (default: CUDA when available).
+    #[arg(long)]
+    device: Option<String>,
+    /// Timed repetitions (median reported); default 20 on a GPU, 2 on the CPU.
+    #[arg(long)]
+    reps: Option<usize>,
+    /// `anchor_deepinv.py` to run in the same call for the PyTorch numbers.
+    #[arg(long)]
+    anchor: Option<PathBuf>,
+    /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
+    #[arg(long, default_value = "python3")]
+    anchor_python: PathBuf,
+    /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
+    #[arg(long)]
+    tiny: bool,
+    /// Training config whose `performance` section is the headline row (what `make
+    /// train-gs` runs); the other rows are printed beside it.
+    #[arg(long, default_value = "configs/gs-drunet.json")]
+    config: PathBuf,
+}
+
+/// Runs the benchmark.
+pub fn run(a: ModelArgs) -> anyhow::Result<()> {
+    let device = bench_device(a.device.as_deref(), "; --tiny --reps 1 keeps it short")?;
+    let gpu = device.is_cuda();
+    let reps = a.reps.unwrap_or(if gpu { 20 } else { 2 });
+    let warm = if gpu { 3 } else { 1 };
+    if a.tiny && a.anchor.is_some() {
+        bail!("--anchor times the full model: drop --tiny");
+    }
+    let arch = if a.tiny {
+        DrunetConfig::tiny(Activation::Elu)
+    } else {
+        DrunetConfig {
+            activation: Activation::Elu,
+            ..Default::default()
+        }
+    };
+    tch::manual_seed(0);
+    let net = Drunet::new(&arch, device)?;
+    let mut den = GradientStepDenoiser::new(net);
+    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
+    let xb = Tensor::f_rand([16, 3, 128, 128], (Kind::Float, device))?;
+    let mut rows = Vec::new();
+    // The headline: the training configuration users run.
+    let perf = match gradstep_train::TrainConfig::load(&a.config, &[]) {
+        Ok(c) => c.performance,
+        Err(e) => {
+            println!("note: {e}; the headline row is the fp32 adjoint step");
+            Default::default()
+        }
+    };
+    let headline = (
+        GradMethod::from(perf.grad_method),
+        perf.precision == Precision::Bf16,
+        perf.memory_format,
+    );
+    // (label, method, bf16 autocast, layout).
+    let variants = [
+        (
+            "adjoint fp32",
+            GradMethod::Adjoint,
+            false,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "autograd double-backward fp32",
+            GradMethod::Autograd,
+            false,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "adjoint bf16-autocast",
+            GradMethod::Adjoint,
+            true,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "adjoint fp32 channels-last",
+            GradMethod::Adjoint,
+            false,
+            MemoryFormat::ChannelsLast,
+        ),
+        (
+            "adjoint bf16-autocast channels-last",
+            GradMethod::Adjoint,
+            true,
+            MemoryFormat::ChannelsLast,
+        ),
+        (
+            "autograd double-backward bf16-autocast",
+            GradMethod::Autograd,
+            true,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "autograd double-backward fp32 channels-last",
+            GradMethod::Autograd,
+            false,
+            MemoryFormat::ChannelsLast,
+        ),
+    ];
+    let bf16_ok = gpu && gradstep_model::cuda::autocast_use_bf16();
+    let runnable = |bf16: bool, layout: MemoryFormat| {
+        (!bf16 || bf16_ok) && (layout == MemoryFormat::Contiguous || gpu)
+    };
+    // Where the configured combination cannot run here (bf16 or channels-last on the CPU),
+    // the headline falls back to the fp32 adjoint row.
+    let headline = if runnable(headline.1, headline.2) {
+        headline
+    } else {
+        (GradMethod::Adjoint, false, MemoryFormat::Contiguous)
+    };
+    for (label, method, bf16, layout) in variants {
+        if !runnable(bf16, layout) {
+            println!("ours ({label}): skipped (needs CUDA)");
+            continue;
+        }
+        let is_headline = (method, bf16, layout) == headline;
+        den = den.with_method(method);
+        den.network_mut().set_memory_format(layout)?;
+        gradstep_model::cuda::reset_peak(device);
+        let grad_ms = time_ms(device, warm, reps, || {
+            gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<()> {
+                den.grad(&x, &sigma, Graph::Inference)?
+                    .f_sum(Kind::Float)?
+                    .f_double_value(&[])?;
+                Ok(())
+            })
+        })?;
+        let grad_peak = gradstep_model::cuda::peak_allocated(device);
+        let params = den.network().var_store().variables().into_iter().collect();
+        let mut adam = Adam::new(params, AdamConfig::default())?;
+        let train_reps = if gpu { reps } else { 1 };
+        gradstep_model::cuda::reset_peak(device);
+        let step_ms = time_ms(device, warm, train_reps, || {
+            gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
+        })?;
+        let step_peak = gradstep_model::cuda::peak_allocated(device);
+        let cfg = den.network().config();
+        let grad_tflops = 2.0 * cfg.forward_flops(256, 256) / grad_ms * 1e-9;
+        let step_tflops = 6.0 * 16.0 * cfg.forward_flops(128, 128) / step_ms * 1e-9;
+        println!(
+            "ours ({label}): grad_256_ms {grad_ms:.3} (~{grad_tflops:.1} TFLOP/s, peak {})  train_step_b16_128_ms {step_ms:.3} (~{step_tflops:.1} TFLOP/s, peak {})",
+            gib(grad_peak),
+            gib(step_peak)
+        );
+        rows.push((label, grad_ms, step_ms, is_headline));
+    }
+    // The same step captured once in a CUDA graph and replayed (no per-kernel launch cost, no
+    // host read): a lead of issue 8, measured beside the eager rows, not yet the default.
+    if gpu {
+        for (label, bf16) in [
+            ("adjoint fp32, CUDA graph", false),
+            ("adjoint bf16-autocast, CUDA graph", true),
+        ] {
+            if bf16 && !bf16_ok {
+                continue;
+            }
+            den = den.with_method(GradMethod::Adjoint);
+            den.network_mut()
+                .set_memory_format(MemoryFormat::Contiguous)?;
+            match graph_step_ms(&den, &xb, 25.0 / 255.0, bf16, device, warm, reps) {
+                Ok((ms, peak, loss)) => {
+                    let step_tflops = 6.0 * 16.0 * arch.forward_flops(128, 128) / ms * 1e-9;
+                    println!(
+                        "ours ({label}): train_step_b16_128_ms {ms:.3} (~{step_tflops:.1} TFLOP/s, peak {}), loss after the replays {loss:.4e}",
+                        gib(peak)
+                    );
+                    rows.push((label, f64::NAN, ms, false));
+                }
+                Err(e) => println!("ours ({label}): failed: {e:#}"),
+            }
+        }
+    }
+    let Some(&(head_label, ours_grad, ours_step, _)) = rows.iter().find(|r| r.3) else {
+        bail!("no benchmark row ran");
+    };
+    println!(
+        "headline: {head_label} (the `performance` of {})",
+        a.config.display()
+    );
+    // Strict float32 for the comparison: TF32 alone differs from float32 by ~1e-4.
+    let strict = gradstep_model::cuda::set_cudnn_tf32(false);
+    let (grad_err, param_err) = adjoint_vs_autograd(&arch, device)?;
+    if strict {
+        gradstep_model::cuda::set_cudnn_tf32(true);
+    }
+    let precision = if strict || !gpu {
+        "float32"
+    } else {
+        "float32 with TF32 convolutions"
+    };
+    println!("adjoint vs autograd on {device:?} ({precision}): ∇g rel err {grad_err:.2e}, parameter gradients max rel err {param_err:.2e}");
+    let Some(anchor) = a.anchor else {
+        println!("no --anchor given: PyTorch anchor not run");
+        println!("bench-model speedup n/a");
+        return Ok(());
+    };
+    let got = run_anchor(
+        &a.anchor_python,
+        &anchor,
+        "model",
+        device,
+        &["--reps".into(), reps.to_string()],
+    )?;
+    let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    let (Some(pg), Some(ps)) = (get("grad_256_ms"), get("train_step_b16_128_ms")) else {
+        bail!("the anchor printed no grad_256_ms / train_step_b16_128_ms: {got:?}");
+    };
+    println!("| work | PyTorch (deepinv) ms | gradstep ms | speedup |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ∇g, 1×3×256² ({head_label}) | {pg:.3} | {ours_grad:.3} | {:.2} |",
+        pg / ours_grad
+    );
+    println!(
+        "| GS train step, 16×3×128² ({head_label}) | {ps:.3} | {ours_step:.3} | {:.2} |",
+        ps / ours_step
+    );
+    for (label, grad_ms, step_ms, _) in rows.iter().filter(|r| !r.3) {
+        println!("| ({label}) ∇g / train step | {pg:.3} / {ps:.3} | {grad_ms:.3} / {step_ms:.3} | {:.2} / {:.2} |", pg / grad_ms, ps / step_ms);
+    }
+    println!("bench-model speedup {:.3}", ps / ours_step);
+    Ok(())
+}
+
+/// Milliseconds per replay of the GS training step (same work as [`gs_training_step`], noise
+/// drawn into a fixed buffer before each replay), captured once in a CUDA graph after three
+/// eager warm-up steps on the capture stream; the peak memory; the loss after the replays
+/// (finite, or the capture went wrong).
+fn graph_step_ms(
+    den: &GradientStepDenoiser,
+    clean: &Tensor,
+    level: f64,
+    bf16: bool,
+    device: Device,
+    warm: usize,
+    reps: usize,
+) -> anyhow::Result<(f64, Option<u64>, f64)> {
+    use gradstep_model::cuda::CudaGraph;
+    use gradstep_train::DeviceHyper;
+    let params = den.network().var_store().variables().into_iter().collect();
+    let mut adam = Adam::new(params, AdamConfig::default())?;
+    let mut hyper = adam.device_hyper()?;
+    let noise = clean.f_zeros_like()?;
+    let sigma = Sigma::Scalar(level);
+    let step = |adam: &mut Adam, hyper: &mut DeviceHyper| -> anyhow::Result<Tensor> {
+        let noisy = clean.f_add(&noise.f_mul_scalar(level)?)?;
+        let loss = denoising_loss(den, clean, &noisy, &sigma, bf16)?;
+        adam.zero_grad()?;
+        loss.f_backward()?;
+        let _ = adam.clip_grad_norm_on_device(1e-2)?;
+        adam.step_on_device(hyper)?;
+        Ok(loss)
+    };
+    let refresh = || -> anyhow::Result<()> {
+        let _ = noise.shallow_clone().f_normal_(0.0, 1.0)?;
+        Ok(())
+    };
+    let mut graph = CudaGraph::new(device).map_err(anyhow::Error::msg)?;
+    graph
+        .on_side_stream(|| -> anyhow::Result<()> {
+            for _ in 0..3 {
+                refresh()?;
+                let _ = step(&mut adam, &mut hyper)?;
+            }
+            Ok(())
+        })
+        .map_err(anyhow::Error::msg)??;
+    let loss = graph
+        .capture(|| step(&mut adam, &mut hyper))
+        .map_err(anyhow::Error::msg)?;
+    // A replay must really train: the weights and the device step counter move.
+    let head = den.network().var_store().variables()["m_head.weight"].shallow_clone();
+    let checksum = |t: &Tensor| -> anyhow::Result<f64> {
+        Ok(t.f_to_kind(Kind::Double)?
+            .f_sum(Kind::Double)?
+            .f_double_value(&[])?)
+    };
+    let before = (checksum(&head)?, hyper.step.f_double_value(&[0])?);
+    gradstep_model::cuda::reset_peak(device);
+    let ms = time_ms(device, warm, reps, || {
+        refresh()?;
+        graph.replay().map_err(anyhow::Error::msg)
+    })?;
+    let peak = gradstep_model::cuda::peak_allocated(device);
+    let after = (checksum(&head)?, hyper.step.f_double_value(&[0])?);
+    let loss = loss.f_double_value(&[])?;
+    if !loss.is_finite() {
+        bail!("the replayed step's loss is {loss}");
+    }
+    if after.0 == before.0 || after.1 != before.1 + (warm + reps) as f64 {
+        bail!(
+            "the replays did not train (weights {} → {}, device step {} → {}, {} replays)",
+            before.0,
+            after.0,
+            before.1,
+            after.1,
+            warm + reps
+        );
+    }
+    Ok((ms, peak, loss))
+}
+
+/// One GS training step on `clean` (as `gradstep train` makes it): `y = x + σξ`,
+/// `‖D_σ(y) − x‖²` (mean), backward, gradient-norm clipping at 1e-2, Adam.
+pub fn gs_training_step(
+    den: &GradientStepDenoiser,
+    adam: &mut Adam,
+    clean: &Tensor,
+    sigma: &Sigma,
+    bf16: bool,
+) -> anyhow::Result<()> {
+    let level = match sigma {
+        Sigma::Scalar(s) => *s,
+        _ => bail!("the benchmark step takes one σ"),
+    };
+    let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(level)?)?;
+    let loss = denoising_loss(den, clean, &noisy, sigma, bf16)?;
+    adam.zero_grad()?;
+    loss.f_backward()?;
+    adam.clip_grad_norm(1e-2)?;
+    adam.step()?;
+    Ok(())
+}
+
+/// `mean ‖D_σ(noisy) − clean‖²` with its training graph, `D_σ` under bf16 autocast if asked.
+fn denoising_loss(
+    den: &GradientStepDenoiser,
+    clean: &Tensor,
+    noisy: &Tensor,
+    sigma: &Sigma,
+    bf16: bool,
+) -> anyhow::Result<Tensor> {
+    gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
+        let d = den.denoise(noisy, sigma, Graph::Training)?;
+        Ok(d.f_to_kind(Kind::Float)?
+            .f_sub(clean)?
+            .f_square()?
+            .f_mean(Kind::Float)?)
+    })
+}
+
+/// Relative errors of the explicit adjoint against autograd on `device` in float32: `∇g` of
+/// a 256² image, and the parameter gradients of a training loss on `D_σ` (batch 4 of 64²).
+fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> anyhow::Result<(f64, f64)> {
+    tch::manual_seed(1);
+    let net = Drunet::new(arch, device)?;
+    let adjoint = GradientStepDenoiser::new(net);
+    let mut autograd =
+        GradientStepDenoiser::new(Drunet::new(arch, device)?).with_method(GradMethod::Autograd);
+    autograd
+        .network_mut()
+        .var_store_mut()
+        .copy(adjoint.network().var_store())?;
+    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let rel = |a: &Tensor, b: &Tensor| -> anyhow::Result<f64> {
+        let num = a.f_sub(b)?.f_abs()?.f_max()?.f_double_value(&[])?;
+        Ok(num / b.f_abs()?.f_max()?.f_double_value(&[])?.max(1e-30))
+    };
+    let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
+    let grad_err = rel(
+        &adjoint.grad(&x, &sigma, Graph::Inference)?,
+        &autograd.grad(&x, &sigma, Graph::Inference)?,
+    )?;
+    let clean = Tensor::f_rand([4, 3, 64, 64], (Kind::Float, device))?;
+    let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
+    let mut grads = Vec::new();
+    for den in [&adjoint, &autograd] {
+        let loss = den
+            .denoise(&noisy, &sigma, Graph::Training)?
+            .f_sub(&clean)?
+            .f_square()?
+            .f_mean(Kind::Float)?;
+        let vars = den.network().var_store().variables();
+        let mut names: Vec<_> = vars.keys().cloned().collect();
+        names.sort();
+        let params: Vec<&Tensor> = names.iter().map(|n| &vars[n]).collect();
+        grads.push(Tensor::f_run_backward(&[loss], &params, false, false)?);
+    }
+    let mut param_err: f64 = 0.0;
+    for (a, b) in grads[0].iter().zip(&grads[1]) {
+        param_err = param_err.max(rel(a, b)?);
+    }
+    Ok((grad_err, param_err))
+}
