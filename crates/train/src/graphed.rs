@@ -17,7 +17,7 @@
 //! then every step replays it. On the CPU the same device-resident step runs eagerly at
 //! every step: the tests check it against the ordinary step and for exact resume.
 //!
-//! The noise is the ordinary step's ([`crate::noise::step_noise`]), so a run can switch
+//! The noise is the ordinary step's ([`crate::noise::draw_noise`]), so a run can switch
 //! between the two on resume.
 use gradstep_model::cuda::{bf16_autocast, CudaGraph};
 use gradstep_model::{GradientStepDenoiser, Precision, Sigma};
@@ -27,7 +27,6 @@ use crate::adam::{Adam, DeviceHyper};
 use crate::config::{Objective, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::logging::StepScalars;
-use crate::noise;
 use crate::trainer::denoising_loss;
 
 /// Eager steps on the capture stream before the capture.
@@ -118,17 +117,17 @@ impl GraphedStep {
         self.outputs.is_some()
     }
 
-    /// Training step `step` on `clean` at learning rate `lr`.
+    /// One training step on `clean` with the step's noise `(ξ, σ)` (from
+    /// [`crate::noise::NoisePrefetch`]) at learning rate `lr`.
     pub fn step(
         &mut self,
-        cfg: &TrainConfig,
         den: &GradientStepDenoiser,
         adam: &mut Adam,
         clean: &Tensor,
-        step: u64,
+        noise: (Tensor, Vec<f64>),
         lr: f64,
     ) -> Result<StepScalars> {
-        let (xi, sigmas) = noise::step_noise(clean, &cfg.noise, cfg.seed, step)?;
+        let (xi, sigmas) = noise;
         let b = self.buffers.clean.size()[0] as usize;
         let per_image: Vec<f64> = match sigmas.len() {
             1 => vec![sigmas[0]; b],

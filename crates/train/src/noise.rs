@@ -6,16 +6,21 @@
 //! - `ξ ~ N(0, I)` from torch's CPU generator after `tch::manual_seed(mix(seed, t))`, then
 //!   moved to the device, so the noise is the same on CPU and CUDA.
 //!
-//! The global torch seed is left at `mix(seed, t)`, so anything random later in the step
-//! is reproducible as well (the Prox estimator's start is drawn from `mix(seed, t)` by
-//! `crate::prox::start_vector`).
+//! Nothing else in a step draws from torch's generator (the Prox estimator's start comes
+//! from its own ChaCha stream, `crate::prox::start_vector`), so the noise can be drawn ahead:
+//! [`NoisePrefetch`] draws the next steps' `ξ` on a worker thread while the device trains
+//! (torch's CPU sampler takes ~3 ms for a 16×3×128² batch, long enough to leave a GPU idle
+//! at every step), with exactly the values [`step_noise`] gives.
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
 use gradstep_model::Sigma;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::config::NoiseConfig;
-use crate::error::Result;
+use crate::error::{Result, TrainError};
 
 /// Held while torch's global CPU generator is seeded and drawn from, so that two draws in
 /// one process (parallel tests, a validation thread) cannot interleave between the seed and
@@ -34,36 +39,61 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The noise of step `step` for a batch shaped like `like` `[B, C, P, P]`: `ξ` (on `like`'s
-/// device, in its precision) and the levels `σ` on the `[0, 1]` scale (one, or one per
-/// image with `per_image`).
+/// The noise of step `step` for a batch of `shape` `[B, C, P, P]`: `ξ` (float32, on the
+/// CPU) and the levels `σ` on the `[0, 1]` scale (one, or one per image with `per_image`).
+pub fn draw_noise(
+    shape: &[i64],
+    cfg: &NoiseConfig,
+    seed: u64,
+    step: u64,
+) -> Result<(Tensor, Vec<f64>)> {
+    let s = step_seed(seed, step);
+    let mut rng = ChaCha8Rng::seed_from_u64(s);
+    let (lo, hi) = (cfg.sigma_min_255 / 255.0, cfg.sigma_max_255 / 255.0);
+    let mut draw = || if hi > lo { rng.gen_range(lo..hi) } else { lo };
+    let sigmas: Vec<f64> = if cfg.per_image {
+        (0..shape[0]).map(|_| draw()).collect()
+    } else {
+        vec![draw()]
+    };
+    let _guard = GLOBAL_GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Reinterpreting the bits keeps every u64 seed distinct.
+    tch::manual_seed(s as i64);
+    let xi = Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?;
+    Ok((xi, sigmas))
+}
+
+/// [`draw_noise`] for a batch shaped like `like`, with `ξ` on `like`'s device and in its
+/// precision.
 pub fn step_noise(
     like: &Tensor,
     cfg: &NoiseConfig,
     seed: u64,
     step: u64,
 ) -> Result<(Tensor, Vec<f64>)> {
-    let s = step_seed(seed, step);
-    let b = like.size()[0];
-    let mut rng = ChaCha8Rng::seed_from_u64(s);
-    let (lo, hi) = (cfg.sigma_min_255 / 255.0, cfg.sigma_max_255 / 255.0);
-    let mut draw = || if hi > lo { rng.gen_range(lo..hi) } else { lo };
-    let sigmas: Vec<f64> = if cfg.per_image {
-        (0..b).map(|_| draw()).collect()
+    let (xi, sigmas) = draw_noise(&like.size(), cfg, seed, step)?;
+    Ok((
+        xi.f_to_kind(like.kind())?.f_to_device(like.device())?,
+        sigmas,
+    ))
+}
+
+/// `y = x + σξ` for clean patches `clean` `[B, C, P, P]` and the noise of a step (`ξ` on
+/// any device, moved to `clean`'s), and the `σ` to give the denoiser.
+pub fn add_noise(clean: &Tensor, xi: &Tensor, sigmas: Vec<f64>) -> Result<(Tensor, Sigma)> {
+    let b = clean.size()[0];
+    let xi = xi.f_to_device_(clean.device(), clean.kind(), true, false)?;
+    let scale = Tensor::f_from_slice(&sigmas)?
+        .f_to_kind(clean.kind())?
+        .f_to_device(clean.device())?;
+    let (scale, sigma) = if sigmas.len() > 1 {
+        (scale.f_view([b, 1, 1, 1])?, Sigma::PerImage(sigmas))
     } else {
-        vec![draw()]
+        (scale, Sigma::Scalar(sigmas[0]))
     };
-    let xi = {
-        let _guard = GLOBAL_GENERATOR
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Reinterpreting the bits keeps every u64 seed distinct.
-        tch::manual_seed(s as i64);
-        Tensor::f_randn(like.size(), (Kind::Float, Device::Cpu))?
-    }
-    .f_to_kind(like.kind())?
-    .f_to_device(like.device())?;
-    Ok((xi, sigmas))
+    Ok((clean.f_add(&xi.f_mul(&scale)?)?, sigma))
 }
 
 /// The noisy batch `y = x + σξ` of step `step` for clean patches `clean` `[B, C, P, P]`,
@@ -75,22 +105,70 @@ pub fn noisy_batch(
     step: u64,
 ) -> Result<(Tensor, Sigma)> {
     let (xi, sigmas) = step_noise(clean, cfg, seed, step)?;
-    let b = clean.size()[0];
-    let (scale, sigma) = if cfg.per_image {
-        let t = Tensor::f_from_slice(&sigmas)?
-            .f_to_kind(clean.kind())?
-            .f_to_device(clean.device())?
-            .f_view([b, 1, 1, 1])?;
-        (t, Sigma::PerImage(sigmas))
-    } else {
-        (
-            Tensor::f_from_slice(&sigmas)?
-                .f_to_kind(clean.kind())?
-                .f_to_device(clean.device())?,
-            Sigma::Scalar(sigmas[0]),
-        )
-    };
-    Ok((clean.f_add(&xi.f_mul(&scale)?)?, sigma))
+    add_noise(clean, &xi, sigmas)
+}
+
+/// Steps whose noise may be drawn ahead of the training loop.
+const AHEAD: usize = 2;
+
+/// What the worker sends: the step, its `ξ` (CPU) and its levels `σ`.
+type Drawn = Result<(u64, Tensor, Vec<f64>)>;
+
+/// The noise of steps `first, first + 1, …`, drawn [`AHEAD`] steps ahead on a worker thread
+/// (into page-locked memory when the batches go to CUDA, so that the copy does not block).
+pub struct NoisePrefetch {
+    rx: Option<Receiver<Drawn>>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl NoisePrefetch {
+    /// Starts drawing the noise of batches of `shape` from step `first` on.
+    pub fn start(shape: [i64; 4], cfg: NoiseConfig, seed: u64, first: u64, device: Device) -> Self {
+        let (tx, rx) = sync_channel(AHEAD);
+        let pin = device.is_cuda();
+        let worker = std::thread::spawn(move || {
+            for step in first.. {
+                let drawn = draw_noise(&shape, &cfg, seed, step).and_then(|(xi, sigmas)| {
+                    let xi = if pin { xi.f_pin_memory(device)? } else { xi };
+                    Ok((step, xi, sigmas))
+                });
+                // The loop ends when the trainer drops its end of the channel.
+                if tx.send(drawn).is_err() {
+                    break;
+                }
+            }
+        });
+        NoisePrefetch {
+            rx: Some(rx),
+            worker: Some(worker),
+        }
+    }
+
+    /// The noise of `step`, which must be the step after the previous call's (or `first`).
+    pub fn next(&mut self, step: u64) -> Result<(Tensor, Vec<f64>)> {
+        let got = self
+            .rx
+            .as_ref()
+            .and_then(|rx| rx.recv().ok())
+            .ok_or_else(|| TrainError::Config("the noise worker stopped".into()))??;
+        let (drawn_for, xi, sigmas) = got;
+        if drawn_for != step {
+            return Err(TrainError::Config(format!(
+                "noise drawn for step {drawn_for}, asked for step {step}"
+            )));
+        }
+        Ok((xi, sigmas))
+    }
+}
+
+impl Drop for NoisePrefetch {
+    fn drop(&mut self) {
+        // Closing the channel ends the worker after its current draw.
+        drop(self.rx.take());
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -142,5 +220,26 @@ mod tests {
         let mean = draws.iter().sum::<f64>() / draws.len() as f64;
         assert!((mean - 25.0).abs() < 1.0, "mean σ {mean}");
         assert!(draws.iter().all(|s| (0.0..50.0).contains(s)));
+    }
+
+    #[test]
+    fn prefetched_noise_is_the_noise_of_each_step() {
+        tch::set_num_threads(1);
+        let cfg = NoiseConfig {
+            per_image: true,
+            ..Default::default()
+        };
+        let shape = [3i64, 1, 4, 4];
+        let mut ahead = NoisePrefetch::start(shape, cfg.clone(), 5, 10, Device::Cpu);
+        for step in 10..16 {
+            let (xi, sigmas) = ahead.next(step).unwrap();
+            let (want, want_sigmas) = draw_noise(&shape, &cfg, 5, step).unwrap();
+            assert!(xi.equal(&want), "step {step}");
+            assert_eq!(sigmas, want_sigmas);
+        }
+        // Asking out of order is an error, not silently other noise.
+        assert!(ahead.next(20).is_err());
+        // Dropping it stops the worker (the test would hang otherwise).
+        drop(ahead);
     }
 }

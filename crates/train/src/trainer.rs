@@ -26,6 +26,7 @@ use crate::error::{Result, TrainError};
 use crate::graphed::GraphedStep;
 use crate::logging::{self, StepScalars};
 use crate::noise;
+use crate::noise::NoisePrefetch;
 use crate::performance::Precision;
 use crate::progress::Progress;
 use crate::tensorboard::EventWriter;
@@ -172,6 +173,10 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         cfg.model.parameter_count(),
         run_dir.display()
     ));
+    let d = &cfg.data;
+    let batch_shape = [d.batch_size, d.channels, d.patch_size, d.patch_size];
+    let mut noise_ahead =
+        NoisePrefetch::start(batch_shape, cfg.noise.clone(), cfg.seed, state.step, device);
     let mut graphed = if cfg.performance.cuda_graph {
         Some(GraphedStep::new(cfg, &adam, device)?)
     } else {
@@ -191,8 +196,18 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             Some(g) => sampler
                 .next_batch(device)
                 .map_err(TrainError::from)
-                .and_then(|clean| g.step(cfg, &denoiser, &mut adam, &clean, t, lr)),
-            None => train_step(cfg, &denoiser, &mut adam, &mut sampler, device, t, lr),
+                .and_then(|clean| Ok((clean, noise_ahead.next(t)?)))
+                .and_then(|(clean, noise)| g.step(&denoiser, &mut adam, &clean, noise, lr)),
+            None => train_step(
+                cfg,
+                &denoiser,
+                &mut adam,
+                &mut sampler,
+                &mut noise_ahead,
+                device,
+                t,
+                lr,
+            ),
         };
         let scalars = match result {
             Ok(s) => s,
@@ -276,17 +291,20 @@ fn due(step: u64, every: u64) -> bool {
 
 /// One optimizer step; the scalars to log. Nothing is updated when the loss or the
 /// gradient is not finite.
+#[allow(clippy::too_many_arguments)]
 fn train_step(
     cfg: &TrainConfig,
     denoiser: &GradientStepDenoiser,
     adam: &mut Adam,
     sampler: &mut PatchSampler,
+    noise_ahead: &mut NoisePrefetch,
     device: Device,
     step: u64,
     lr: f64,
 ) -> Result<StepScalars> {
     let clean = sampler.next_batch(device)?;
-    let (noisy, sigma) = noise::noisy_batch(&clean, &cfg.noise, cfg.seed, step)?;
+    let (xi, sigmas) = noise_ahead.next(step)?;
+    let (noisy, sigma) = noise::add_noise(&clean, &xi, sigmas)?;
     let bf16 = cfg.performance.precision == Precision::Bf16;
     let (mse, loss, prox) = match &cfg.objective {
         Objective::Gs => {
