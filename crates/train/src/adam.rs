@@ -154,6 +154,29 @@ impl Adam {
         Ok((Tensor::f_cat(&parts, 0)?, all))
     }
 
+    /// `θ ← θ − update` for an update in the flat layout.
+    fn subtract(&self, update: &Tensor) -> Result<()> {
+        for (i, (_, p)) in self.params.iter().enumerate() {
+            let _ = p.shallow_clone().f_sub_(&self.view(update, i)?)?;
+        }
+        Ok(())
+    }
+
+    /// The concatenated gradient times the pending clipping factor (host or device), which is
+    /// used up; and whether every parameter has a gradient.
+    fn take_scaled_grad(&mut self) -> Result<(Tensor, bool)> {
+        let scale = std::mem::replace(&mut self.grad_scale, 1.0);
+        let device_scale = self.device_scale.take();
+        let (mut g, all) = self.flat_grad()?;
+        if scale != 1.0 {
+            g = g.f_mul_scalar(scale)?;
+        }
+        if let Some(c) = device_scale {
+            g = g.f_mul(&c.f_to_kind(g.kind())?)?;
+        }
+        Ok((g, all))
+    }
+
     /// `‖∇θ‖₂` over all parameters as a one-element float32 tensor, left on the device.
     pub fn grad_norm_on_device(&self) -> Result<Tensor> {
         let (g, _) = self.flat_grad()?;
@@ -189,22 +212,11 @@ impl Adam {
         let AdamConfig { beta1, beta2, .. } = self.config;
         let bc1 = 1.0 - beta1.powi(self.step as i32);
         let bc2 = 1.0 - beta2.powi(self.step as i32);
-        let scale = std::mem::replace(&mut self.grad_scale, 1.0);
-        let device_scale = self.device_scale.take();
         tch::no_grad(|| -> Result<()> {
-            let (mut g, all) = self.flat_grad()?;
-            if scale != 1.0 {
-                g = g.f_mul_scalar(scale)?;
-            }
-            if let Some(c) = &device_scale {
-                g = g.f_mul(&c.f_to_kind(g.kind())?)?;
-            }
+            let (g, all) = self.take_scaled_grad()?;
             if all {
                 let update = adam_update(&mut self.m, &mut self.v, &g, self.config, bc1, bc2)?;
-                for (i, (_, p)) in self.params.iter().enumerate() {
-                    let mut p = p.shallow_clone();
-                    let _ = p.f_sub_(&self.view(&update, i)?)?;
-                }
+                self.subtract(&update)?;
             } else {
                 // Parameters without a gradient keep their moments (as PyTorch skips them).
                 for (i, (_, p)) in self.params.iter().enumerate() {
@@ -245,8 +257,7 @@ impl Adam {
     /// one-element tensor) and the factor `min(1, max_norm / (‖∇θ‖ + 10⁻⁶))` stay on the
     /// device, and the next [`Adam::step`] or [`Adam::step_on_device`] applies the factor.
     pub fn clip_grad_norm_on_device(&mut self, max_norm: f64) -> Result<Tensor> {
-        let (g, _) = self.flat_grad()?;
-        let norm = g.f_square()?.f_sum(Kind::Float)?.f_sqrt()?.f_reshape([1])?;
+        let norm = self.grad_norm_on_device()?;
         let coef = norm
             .f_add_scalar(1e-6)?
             .f_reciprocal()?
@@ -267,16 +278,12 @@ impl Adam {
         } = self.config;
         tch::no_grad(|| -> Result<()> {
             let _ = h.step.f_add_scalar_(1.0)?;
-            let (g, all) = self.flat_grad()?;
+            let (g, all) = self.take_scaled_grad()?;
             if !all {
                 return Err(TrainError::Config(
                     "a device step needs a gradient for every parameter".into(),
                 ));
             }
-            let g = match self.device_scale.take() {
-                Some(c) => g.f_mul(&c.f_to_kind(g.kind())?)?,
-                None => g,
-            };
             // 1 − βᵗ = 1 − exp(t ln β), computed on the device.
             let bias = |beta: f64| -> Result<Tensor> {
                 Ok(h.step
@@ -286,14 +293,7 @@ impl Adam {
                     .f_add_scalar(1.0)?)
             };
             let (bc1, bc2) = (bias(beta1)?, bias(beta2)?);
-            let _ = self
-                .m
-                .f_mul_scalar_(beta1)?
-                .f_add_(&g.f_mul_scalar(1.0 - beta1)?)?;
-            let _ = self
-                .v
-                .f_mul_scalar_(beta2)?
-                .f_add_(&g.f_square()?.f_mul_scalar(1.0 - beta2)?)?;
+            update_moments(&mut self.m, &mut self.v, &g, self.config)?;
             let denom = self
                 .v
                 .f_sqrt()?
@@ -301,10 +301,7 @@ impl Adam {
                 .f_add_scalar(eps)?;
             let factor = h.lr.f_div(&bc1)?.f_to_kind(g.kind())?;
             let update = self.m.f_div(&denom)?.f_mul(&factor)?;
-            for (i, (_, p)) in self.params.iter().enumerate() {
-                let mut p = p.shallow_clone();
-                let _ = p.f_sub_(&self.view(&update, i)?)?;
-            }
+            self.subtract(&update)?;
             Ok(())
         })
     }
@@ -354,7 +351,18 @@ pub struct DeviceHyper {
     pub lr: Tensor,
 }
 
-/// `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²` in place; returns the step
+/// `m ← β₁m + (1 − β₁)g`, `v ← β₂v + (1 − β₂)g²` in place.
+fn update_moments(m: &mut Tensor, v: &mut Tensor, g: &Tensor, c: AdamConfig) -> Result<()> {
+    let _ = m
+        .f_mul_scalar_(c.beta1)?
+        .f_add_(&g.f_mul_scalar(1.0 - c.beta1)?)?;
+    let _ = v
+        .f_mul_scalar_(c.beta2)?
+        .f_add_(&g.f_square()?.f_mul_scalar(1.0 - c.beta2)?)?;
+    Ok(())
+}
+
+/// [`update_moments`], then the step
 /// `(lr / (1 − β₁ᵗ)) · m / (√v / √(1 − β₂ᵗ) + ε)` to subtract from the parameters.
 fn adam_update(
     m: &mut Tensor,
@@ -364,12 +372,7 @@ fn adam_update(
     bc1: f64,
     bc2: f64,
 ) -> Result<Tensor> {
-    let _ = m
-        .f_mul_scalar_(c.beta1)?
-        .f_add_(&g.f_mul_scalar(1.0 - c.beta1)?)?;
-    let _ = v
-        .f_mul_scalar_(c.beta2)?
-        .f_add_(&g.f_square()?.f_mul_scalar(1.0 - c.beta2)?)?;
+    update_moments(m, v, g, c)?;
     let denom = v.f_sqrt()?.f_div_scalar(bc2.sqrt())?.f_add_scalar(c.eps)?;
     Ok(m.f_div(&denom)?.f_mul_scalar(c.lr / bc1)?)
 }
