@@ -27,7 +27,7 @@ use crate::adam::{Adam, DeviceHyper};
 use crate::config::{Objective, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::logging::StepScalars;
-use crate::trainer::denoising_loss;
+use crate::trainer::{denoising_loss, read_step_numbers};
 
 /// Eager steps on the capture stream before the capture.
 pub const WARM_UP: usize = 3;
@@ -150,17 +150,13 @@ impl GraphedStep {
         adam.set_lr(lr);
         let outputs = self.run(den, adam)?;
         adam.count_device_step();
-        let values = Vec::<f64>::try_from(
-            &Tensor::f_cat(&outputs, 0)?
-                .f_to_kind(Kind::Double)?
-                .f_to_device(Device::Cpu)?,
+        let [loss, mse, norm] = &outputs;
+        let (loss, mse, grad_norm) = read_step_numbers(
+            loss,
+            mse,
+            norm,
+            " (in a CUDA-graph step the update is already applied: the weights in memory are not saved)",
         )?;
-        let (loss, mse, grad_norm) = (values[0], values[1], values[2]);
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(TrainError::Diverged(format!(
-                "loss is {loss}, gradient norm {grad_norm} (in a CUDA-graph step the update is already applied: the weights in memory are not saved)"
-            )));
-        }
         Ok(StepScalars {
             loss,
             mse,

@@ -25,7 +25,16 @@ use crate::error::{Result, TrainError};
 /// Held while torch's global CPU generator is seeded and drawn from, so that two draws in
 /// one process (parallel tests, a validation thread) cannot interleave between the seed and
 /// the draw.
-pub(crate) static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Runs `f`, which seeds or draws from torch's global CPU generator, alone among such
+/// callers in this process.
+pub(crate) fn with_torch_generator<T>(f: impl FnOnce() -> T) -> T {
+    let _guard = GLOBAL_GENERATOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f()
+}
 
 /// The seed of step `step`: SplitMix64 of `seed` and `step`, so consecutive steps and
 /// seeds give unrelated streams.
@@ -56,12 +65,11 @@ pub fn draw_noise(
     } else {
         vec![draw()]
     };
-    let _guard = GLOBAL_GENERATOR
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Reinterpreting the bits keeps every u64 seed distinct.
-    tch::manual_seed(s as i64);
-    let xi = Tensor::f_randn(shape, (Kind::Float, Device::Cpu))?;
+    let xi = with_torch_generator(|| {
+        // Reinterpreting the bits keeps every u64 seed distinct.
+        tch::manual_seed(s as i64);
+        Tensor::f_randn(shape, (Kind::Float, Device::Cpu))
+    })?;
     Ok((xi, sigmas))
 }
 

@@ -194,12 +194,7 @@ pub fn hessian_norms_at(
             .f_detach()?
             .f_to_kind(at.grad().kind())?
             .f_to_device(at.grad().device())?,
-        None => {
-            let _guard = crate::noise::GLOBAL_GENERATOR
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            at.grad().f_detach()?.f_rand_like()?
-        }
+        None => crate::noise::with_torch_generator(|| at.grad().f_detach()?.f_rand_like())?,
     };
     let est = spectral::estimate(
         |v| Ok(at.hessian_vector_product(v, Graph::Inference)?),

@@ -192,22 +192,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         }
         let t = state.step;
         let lr = cfg.schedule.lr(cfg.optimizer.lr, t);
+        let clean = sampler.next_batch(device)?;
+        let noise = noise_ahead.next(t)?;
         let result = match graphed.as_mut() {
-            Some(g) => sampler
-                .next_batch(device)
-                .map_err(TrainError::from)
-                .and_then(|clean| Ok((clean, noise_ahead.next(t)?)))
-                .and_then(|(clean, noise)| g.step(&denoiser, &mut adam, &clean, noise, lr)),
-            None => train_step(
-                cfg,
-                &denoiser,
-                &mut adam,
-                &mut sampler,
-                &mut noise_ahead,
-                device,
-                t,
-                lr,
-            ),
+            Some(g) => g.step(&denoiser, &mut adam, &clean, noise, lr),
+            None => train_step(cfg, &denoiser, &mut adam, &clean, noise, t, lr),
         };
         let scalars = match result {
             Ok(s) => s,
@@ -289,27 +278,23 @@ fn due(step: u64, every: u64) -> bool {
     every != 0 && step % every == 0
 }
 
-/// One optimizer step; the scalars to log. Nothing is updated when the loss or the
-/// gradient is not finite.
-#[allow(clippy::too_many_arguments)]
+/// Optimizer step `step` on `clean` with its noise `(ξ, σ)`; the scalars to log.
+/// Nothing is updated when the loss or the gradient is not finite.
 fn train_step(
     cfg: &TrainConfig,
     denoiser: &GradientStepDenoiser,
     adam: &mut Adam,
-    sampler: &mut PatchSampler,
-    noise_ahead: &mut NoisePrefetch,
-    device: Device,
+    clean: &Tensor,
+    noise: (Tensor, Vec<f64>),
     step: u64,
     lr: f64,
 ) -> Result<StepScalars> {
-    let clean = sampler.next_batch(device)?;
-    let (xi, sigmas) = noise_ahead.next(step)?;
-    let (noisy, sigma) = noise::add_noise(&clean, &xi, sigmas)?;
+    let (noisy, sigma) = noise::add_noise(clean, &noise.0, noise.1)?;
     let bf16 = cfg.performance.precision == Precision::Bf16;
     let (mse, loss, prox) = match &cfg.objective {
         Objective::Gs => {
             let mse = gradstep_model::cuda::bf16_autocast(bf16, || {
-                denoising_loss(denoiser, &clean, &noisy, &sigma)
+                denoising_loss(denoiser, clean, &noisy, &sigma)
             })?;
             (mse.shallow_clone(), mse, None)
         }
@@ -318,13 +303,16 @@ fn train_step(
             let (at, mse) = gradstep_model::cuda::bf16_autocast(bf16, || -> Result<_> {
                 let at = denoiser.gradient_at(&noisy, &sigma)?;
                 let d = noisy.f_sub(&at.grad().f_to_kind(Kind::Float)?)?;
-                let mse = squared_error(&d, &clean)?;
+                let mse = squared_error(&d, clean)?;
                 Ok((at, mse))
             })?;
             // The estimator's start: a pure function of the step's noise seed (same on
             // CPU and CUDA, nothing to save for an exact resume).
-            let start =
-                crate::prox::start_vector(&noisy.size(), noise::step_seed(cfg.seed, step), device)?;
+            let start = crate::prox::start_vector(
+                &noisy.size(),
+                noise::step_seed(cfg.seed, step),
+                clean.device(),
+            )?;
             let pen = crate::prox::penalty_at(&at, p, Some(&start))?;
             let mean_pen = pen.penalty.f_mean(Kind::Float)?;
             let loss = mse.f_add(&mean_pen.f_mul_scalar(p.mu)?)?;
@@ -346,28 +334,7 @@ fn train_step(
         Some(c) => adam.clip_grad_norm_on_device(c)?,
         None => adam.grad_norm_on_device()?,
     };
-    // One read for the step's three numbers (each read waits for the GPU to drain its
-    // queue); the update waits for them, so a non-finite loss or gradient changes nothing.
-    let values = Vec::<f64>::try_from(
-        &Tensor::f_cat(
-            &[
-                loss.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1])?,
-                mse.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1])?,
-                norm.f_to_kind(Kind::Double)?,
-            ],
-            0,
-        )?
-        .f_to_device(Device::Cpu)?,
-    )?;
-    let (loss_value, mse_value, grad_norm) = (values[0], values[1], values[2]);
-    if !loss_value.is_finite() {
-        return Err(TrainError::Diverged(format!("loss is {loss_value}")));
-    }
-    if !grad_norm.is_finite() {
-        return Err(TrainError::Diverged(format!(
-            "gradient norm is {grad_norm}"
-        )));
-    }
+    let (loss_value, mse_value, grad_norm) = read_step_numbers(&loss, &mse, &norm, "")?;
     adam.set_lr(lr);
     adam.step()?;
     Ok(StepScalars {
@@ -378,6 +345,33 @@ fn train_step(
         steps_per_s: 0.0,
         prox,
     })
+}
+
+/// Reads a step's loss, MSE and gradient norm in one transfer (each read waits for the GPU
+/// to drain its queue) and stops training when the loss or the gradient is not finite
+/// (`note` is added to that message).
+pub(crate) fn read_step_numbers(
+    loss: &Tensor,
+    mse: &Tensor,
+    norm: &Tensor,
+    note: &str,
+) -> Result<(f64, f64, f64)> {
+    let one = |t: &Tensor| -> Result<Tensor> {
+        Ok(t.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1])?)
+    };
+    let values = Vec::<f64>::try_from(
+        &Tensor::f_cat(&[one(loss)?, one(mse)?, one(norm)?], 0)?.f_to_device(Device::Cpu)?,
+    )?;
+    let (loss, mse, norm) = (values[0], values[1], values[2]);
+    if !loss.is_finite() {
+        return Err(TrainError::Diverged(format!("loss is {loss}{note}")));
+    }
+    if !norm.is_finite() {
+        return Err(TrainError::Diverged(format!(
+            "gradient norm is {norm}{note}"
+        )));
+    }
+    Ok((loss, mse, norm))
 }
 
 /// Refuses a checkpoint whose architecture or denoiser kind differs from the config's.
