@@ -6,7 +6,10 @@
 #include <ATen/autocast_mode.h>
 // The generic device-allocator interface.
 #include <c10/core/CachingDeviceAllocator.h>
+
 #include <cstdint>
+#include <exception>
+#include <string>
 
 #ifdef GRADSTEP_CUDA_GRAPHS
 // CUDA graphs and streams: these need the CUDA runtime headers (nvidia/cu13/include, plus
@@ -17,12 +20,23 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <exception>
 #include <optional>
-#include <string>
 
 namespace {
-// The message of the last exception caught by a graph entry point, for the Rust error.
+// A CUDA graph with the side stream it is captured on (capture is illegal on the default
+// stream). `previous` is the stream to restore while the side stream is current.
+struct Graph {
+  at::cuda::CUDAGraph graph;
+  // The side stream, taken from the pool once: warm-up and capture use the same one.
+  std::optional<c10::cuda::CUDAStream> side;
+  std::optional<c10::cuda::CUDAStream> previous;
+  c10::DeviceIndex device = 0;
+};
+}  // namespace
+#endif
+
+namespace {
+// The message of the last exception caught by an entry point (read by the graph errors).
 thread_local std::string last_error;
 
 int fail(const std::exception& e) {
@@ -49,28 +63,19 @@ int guarded(F f) {
   }
 }
 
-// A CUDA graph with the side stream it is captured on (capture is illegal on the default
-// stream). `previous` is the stream to restore while the side stream is current.
-struct Graph {
-  at::cuda::CUDAGraph graph;
-  // The side stream, taken from the pool once: warm-up and capture use the same one.
-  std::optional<c10::cuda::CUDAStream> side;
-  std::optional<c10::cuda::CUDAStream> previous;
-  c10::DeviceIndex device = 0;
-};
+// The caching allocator's aggregate "allocated bytes" statistic on `device`.
+c10::CachingAllocator::Stat allocated_bytes(int device) {
+  auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)
+                   ->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+  return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+}
 }  // namespace
-#endif
 
 extern "C" {
 
 // Makes CUDA autocast regions (tch::autocast) compute in bfloat16. Returns 0 on success.
 int gradstep_autocast_use_bf16() {
-  try {
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    return 0;
-  } catch (...) {
-    return -1;
-  }
+  return guarded([] { at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16); });
 }
 
 // Enters (enabled != 0) or leaves a CUDA autocast region, with the non-deprecated API
@@ -96,19 +101,13 @@ int gradstep_autocast_region(int enabled) {
 
 // cuDNN convolutions in TF32 (libtorch's default) or strict fp32. Returns 0 on success.
 int gradstep_set_cudnn_tf32(int allow) {
-  try {
-    at::globalContext().setAllowTF32CuDNN(allow != 0);
-    return 0;
-  } catch (...) {
-    return -1;
-  }
+  return guarded([&] { at::globalContext().setAllowTF32CuDNN(allow != 0); });
 }
 
 // Peak bytes allocated by the CUDA caching allocator on `device` since the last reset, or -1.
 int64_t gradstep_cuda_peak_allocated(int device) {
   try {
-    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    return allocated_bytes(device).peak;
   } catch (...) {
     return -1;
   }
@@ -117,8 +116,7 @@ int64_t gradstep_cuda_peak_allocated(int device) {
 // Bytes currently allocated on `device`, or -1.
 int64_t gradstep_cuda_allocated(int device) {
   try {
-    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+    return allocated_bytes(device).current;
   } catch (...) {
     return -1;
   }
@@ -126,23 +124,16 @@ int64_t gradstep_cuda_allocated(int device) {
 
 // Resets the peak statistics of `device`. Returns 0 on success.
 int gradstep_cuda_reset_peak(int device) {
-  try {
-    c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));
-    return 0;
-  } catch (...) {
-    return -1;
-  }
+  return guarded([&] {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)
+        ->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  });
 }
 
 // Returns the caching allocator's unused blocks to the driver (after an out-of-memory probe,
 // so that the next probe starts unfragmented). Returns 0 on success.
 int gradstep_cuda_empty_cache() {
-  try {
-    c10::getDeviceAllocator(c10::DeviceType::CUDA)->emptyCache();
-    return 0;
-  } catch (...) {
-    return -1;
-  }
+  return guarded([] { c10::getDeviceAllocator(c10::DeviceType::CUDA)->emptyCache(); });
 }
 
 #ifdef GRADSTEP_CUDA_GRAPHS

@@ -188,23 +188,20 @@ impl CudaGraph {
     ) -> std::result::Result<T, String> {
         #[cfg(gradstep_cuda_graphs)]
         {
-            if unsafe { gffi::gradstep_graph_enter_side_stream(self.handle) } != 0 {
-                return Err(graph_error("side stream"));
-            }
-            if unsafe { gffi::gradstep_graph_capture_begin(self.handle) } != 0 {
-                let e = graph_error("capture begin");
-                unsafe { gffi::gradstep_graph_leave_side_stream(self.handle) };
-                return Err(e);
-            }
-            let out = f();
-            let ended = unsafe { gffi::gradstep_graph_capture_end(self.handle) };
-            let end_error = (ended != 0).then(|| graph_error("capture end"));
-            unsafe { gffi::gradstep_graph_leave_side_stream(self.handle) };
-            match (out, end_error) {
-                (Err(e), _) => Err(format!("during CUDA graph capture: {e}")),
-                (Ok(_), Some(e)) => Err(e),
-                (Ok(v), None) => Ok(v),
-            }
+            let handle = self.handle;
+            self.on_side_stream(|| {
+                if unsafe { gffi::gradstep_graph_capture_begin(handle) } != 0 {
+                    return Err(graph_error("capture begin"));
+                }
+                let out = f();
+                // Ended in every case: a failed closure leaves an invalid capture behind.
+                let ended = unsafe { gffi::gradstep_graph_capture_end(handle) };
+                match out {
+                    Err(e) => Err(format!("during CUDA graph capture: {e}")),
+                    Ok(_) if ended != 0 => Err(graph_error("capture end")),
+                    Ok(v) => Ok(v),
+                }
+            })?
         }
         #[cfg(not(gradstep_cuda_graphs))]
         {
