@@ -149,14 +149,17 @@ pub(crate) struct Rules {
 
 /// An algorithm written as a start and a step.
 pub(crate) trait Scheme {
-    /// The starting state from `x₀` (before the scheme's own initial prox, if any).
+    /// The starting state from `x₀` (before the scheme's own initial prox, if any); by
+    /// default `x₀` itself, where only the data term is known.
     fn start(
         &self,
-        den: &GradientStepDenoiser,
+        _den: &GradientStepDenoiser,
         a: &Active,
         x0: &Tensor,
-        tau: &[f64],
-    ) -> Result<Step>;
+        _tau: &[f64],
+    ) -> Result<Step> {
+        Step::data_only(a, x0.shallow_clone(), x0.shallow_clone())
+    }
     /// One step from `s` with step sizes `tau`.
     fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step>;
     /// The rules for problem `id` at iteration `iter`.

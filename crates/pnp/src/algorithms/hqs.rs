@@ -3,7 +3,6 @@
 //! number of iterations. `D_σ` is the gradient-step denoiser. It has no objective: `F` and
 //! `g` are recorded as NaN (`null` in JSON), `f` is `f(x_{k+1})`.
 use gradstep_model::{GradientStepDenoiser, Graph};
-use tch::Tensor;
 
 use super::config::HqsConfig;
 use super::driver::{sigma_of, tensor_of, Active, Rules, Scheme, State, Step};
@@ -27,16 +26,6 @@ impl Hqs<'_> {
 }
 
 impl Scheme for Hqs<'_> {
-    fn start(
-        &self,
-        _den: &GradientStepDenoiser,
-        a: &Active,
-        x0: &Tensor,
-        _tau: &[f64],
-    ) -> Result<Step> {
-        Step::data_only(a, x0.shallow_clone(), x0.shallow_clone())
-    }
-
     fn step(
         &self,
         den: &GradientStepDenoiser,

@@ -77,16 +77,6 @@ impl ProxPnp<'_> {
 }
 
 impl Scheme for ProxPnp<'_> {
-    fn start(
-        &self,
-        _den: &GradientStepDenoiser,
-        a: &Active,
-        x0: &Tensor,
-        _tau: &[f64],
-    ) -> Result<Step> {
-        Step::data_only(a, x0.shallow_clone(), x0.shallow_clone())
-    }
-
     fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step> {
         let x = &s.x;
         let lam = tensor_of(tau, x)?;
