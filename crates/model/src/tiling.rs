@@ -25,6 +25,11 @@ use crate::error::{ModelError, Result};
 /// Tile cores and overlaps are multiples of this (the network's coarsest stride).
 pub const TILE_MULTIPLE: i64 = 8;
 
+/// `v` rounded down to a multiple of [`TILE_MULTIPLE`], at least one multiple.
+pub fn floor_to_tile_multiple(v: i64) -> i64 {
+    (v / TILE_MULTIPLE).max(1) * TILE_MULTIPLE
+}
+
 /// Default overlap: 32 pixels keeps the tiled `D_σ` within 0.01 dB PSNR of the whole-image
 /// one on natural images (measured in `crates/model/tests/tiling.rs` and `docs/performance.md`).
 pub const DEFAULT_OVERLAP: i64 = 32;
@@ -165,12 +170,12 @@ pub(crate) fn halve_until_fits<T>(
     min: i64,
     mut run: impl FnMut(i64) -> Result<T>,
 ) -> Result<(i64, T)> {
-    let mut tile = (start / TILE_MULTIPLE).max(1) * TILE_MULTIPLE;
+    let mut tile = floor_to_tile_multiple(start);
     loop {
         match run(tile) {
             Ok(v) => return Ok((tile, v)),
             Err(e) if is_out_of_memory(&e) && tile / 2 >= min => {
-                tile = (tile / 2 / TILE_MULTIPLE).max(1) * TILE_MULTIPLE;
+                tile = floor_to_tile_multiple(tile / 2);
             }
             Err(e) => return Err(e),
         }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gradstep_data::{load_image, metrics};
-use gradstep_model::tiling::{mentions_out_of_memory, DEFAULT_OVERLAP, TILE_MULTIPLE};
+use gradstep_model::tiling::{floor_to_tile_multiple, mentions_out_of_memory, DEFAULT_OVERLAP};
 use gradstep_model::{
     cuda, Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma, Tiling,
 };
@@ -324,14 +324,14 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     let side = if capped {
         limit
     } else {
-        (limit * 9 / 10 / TILE_MULTIPLE) * TILE_MULTIPLE
+        floor_to_tile_multiple(limit * 9 / 10)
     };
     let clean = mirrored(&natural, side)?;
     let noisy = noisy_of(&clean)?;
     let psnr = |d: &Tensor| -> anyhow::Result<f64> {
         Ok(metrics::psnr(&d.f_clamp(0.0, 1.0)?, &clean)?[0])
     };
-    let tile = ((side / 2 / TILE_MULTIPLE) * TILE_MULTIPLE).max(TILE_MULTIPLE);
+    let tile = floor_to_tile_multiple(side / 2);
     let whole = den.denoise(&noisy, &sigma, Graph::Inference)?;
     den = den.with_tiling(Tiling::Fixed {
         tile,
@@ -355,7 +355,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     if capped {
         println!("beyond memory: skipped (the whole-image search stopped at its cap)");
     } else {
-        let big = (limit * 3 / 2 / TILE_MULTIPLE) * TILE_MULTIPLE;
+        let big = floor_to_tile_multiple(limit * 3 / 2);
         den = den.with_tiling(Tiling::Auto { overlap: a.overlap })?;
         let clean_big = mirrored(&natural, big)?;
         let noisy_big = noisy_of(&clean_big)?;
