@@ -148,13 +148,18 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
     let single_rate = n as f64 / t0.elapsed().as_secs_f64();
     let single_peak = gradstep_model::cuda::peak_allocated(device);
     let items: Vec<_> = problems.iter().map(|p| (p, &cfg)).collect();
-    sync(device);
-    gradstep_model::cuda::reset_peak(device);
-    let t0 = Instant::now();
-    let batched = restore_all(&den, &items, batch)?;
-    sync(device);
-    let batched_rate = n as f64 / t0.elapsed().as_secs_f64();
-    let batched_peak = gradstep_model::cuda::peak_allocated(device);
+    // Restorations per second and peak memory of all problems restored in batches.
+    let timed_batches =
+        |den: &GradientStepDenoiser| -> anyhow::Result<(f64, Option<u64>, Vec<Restoration>)> {
+            sync(device);
+            gradstep_model::cuda::reset_peak(device);
+            let t0 = Instant::now();
+            let out = restore_all(den, &items, batch)?;
+            sync(device);
+            let rate = n as f64 / t0.elapsed().as_secs_f64();
+            Ok((rate, gradstep_model::cuda::peak_allocated(device), out))
+        };
+    let (batched_rate, batched_peak, batched) = timed_batches(&den)?;
     let max_dpsnr = max_psnr_gap(&single, &batched);
     // Work per restoration: one ∇g_σ (≈ 2 forward passes) at the start and per iteration
     // (without backtracking every iteration makes exactly one).
@@ -198,13 +203,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })?;
             restore_all(&den, &warm_items, batch)?;
-            sync(device);
-            gradstep_model::cuda::reset_peak(device);
-            let t0 = Instant::now();
-            let out = restore_all(&den, &items, batch)?;
-            sync(device);
-            let rate = n as f64 / t0.elapsed().as_secs_f64();
-            let peak = gradstep_model::cuda::peak_allocated(device);
+            let (rate, peak, out) = timed_batches(&den)?;
             let gap = max_psnr_gap(&batched, &out);
             println!(
                 "ours batched, {label}: {rate:.4} restorations/s (~{:.1} TFLOP/s), peak {}, max |ΔPSNR| vs fp32 {gap:.2e} dB",
