@@ -301,7 +301,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     };
     let source = a.image.clone().or_else(default_image);
     let natural = match &source {
-        Some(p) => load_image(p, 3, device).with_context(|| format!("{}", p.display()))?,
+        Some(p) => load_image(p, 3, device)?,
         None => Tensor::f_rand([1, 3, 64, 64], (Kind::Float, device))?,
     };
     let weights = match &a.checkpoint {
