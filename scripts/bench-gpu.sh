@@ -10,6 +10,8 @@
 #   GRADSTEP_SHARED the shared folder with bench/anchor_deepinv.py and data/CBSD10 (default: ../shared)
 #   OUT_DIR         where the full logs go (default: runs/bench-gpu)
 #   MEMORY_ARGS     extra arguments of `gradstep bench memory` (e.g. --checkpoint, --image)
+#   BENCHES         which to run, in order (default: "model prox pnp memory")
+#   BENCH_TIMEOUT   seconds allowed to each benchmark (default: no limit), for time-limited calls
 set -uo pipefail
 bin=${GRADSTEP_BIN:-target/release/gradstep}
 py=${ANCHOR_PYTHON:-python3}
@@ -22,15 +24,22 @@ anchor="$shared/bench/anchor_deepinv.py"
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 [ -n "$gpu" ] || gpu="no GPU (CPU run)"
 
+limit=()
+[ -n "${BENCH_TIMEOUT:-}" ] && limit=(timeout "$BENCH_TIMEOUT")
 run() { # name, then the command
     local name=$1; shift
     echo "== $name: $*" >&2
-    "$@" 2>&1 | grep -v 'Warning: at::autocast' | tee "$out/$name.txt" >&2
+    "${limit[@]}" "$@" 2>&1 | grep -v 'Warning: at::autocast' | tee "$out/$name.txt" >&2
 }
-run model "$bin" bench model --anchor "$anchor" --anchor-python "$py"
-run prox "$bin" bench prox --anchor "$anchor" --anchor-python "$py"
-run pnp "$bin" bench pnp --images "$shared/data/CBSD10" --anchor "$anchor" --anchor-python "$py"
-run memory "$bin" bench memory ${MEMORY_ARGS:-}
+for b in ${BENCHES:-model prox pnp memory}; do
+    case $b in
+        model) run model "$bin" bench model --anchor "$anchor" --anchor-python "$py" ;;
+        prox) run prox "$bin" bench prox --anchor "$anchor" --anchor-python "$py" ;;
+        pnp) run pnp "$bin" bench pnp --images "$shared/data/CBSD10" --anchor "$anchor" --anchor-python "$py" ;;
+        memory) run memory "$bin" bench memory ${MEMORY_ARGS:-} ;;
+        *) echo "bench-gpu: unknown benchmark $b in BENCHES (model, prox, pnp, memory)" >&2; exit 2 ;;
+    esac
+done
 
 speedup() { grep -E "^bench-$1 speedup " "$out/$1.txt" | tail -1 | awk '{print $3}'; }
 echo
@@ -39,7 +48,7 @@ echo "| benchmark | speedup vs PyTorch (same run) | goal |"
 echo "|---|---|---|"
 min=""
 for b in model prox pnp; do
-    s=$(speedup $b)
+    s=$(speedup $b 2>/dev/null)
     goal=3; [ $b = pnp ] && goal=4
     echo "| $b | ${s:-failed} | ${goal}× |"
     if [[ "$s" =~ ^[0-9.]+$ ]]; then
@@ -50,5 +59,5 @@ for b in model prox pnp; do
 done
 echo
 echo "memory (full model, $gpu):"
-grep -E "^(largest|tiles vs|beyond memory)" "$out/memory.txt" | sed 's/^/  /'
+grep -sE "^(largest|tiles vs|beyond memory)" "$out/memory.txt" | sed 's/^/  /'
 echo "bench-gpu min-speedup ${min:-0}"

@@ -94,18 +94,62 @@ pub struct RunOptions {
     /// fp32, or bf16 (CUDA autocast for the convolutions; no effect on the CPU).
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
-    /// contiguous (NCHW) or channels_last (NHWC) weights and activations.
-    #[arg(long, default_value = "contiguous")]
-    pub memory_format: MemoryFormat,
+    /// contiguous (NCHW) or channels_last (NHWC) weights and activations (default:
+    /// channels_last on CUDA, contiguous on the CPU).
+    #[arg(long)]
+    pub memory_format: Option<MemoryFormat>,
 }
 
 impl RunOptions {
-    /// The options as the model crate takes them.
-    pub fn inference(&self) -> InferenceOptions {
+    /// The options as the model crate takes them, for a run on `device`.
+    pub fn inference(&self, device: Device) -> InferenceOptions {
         InferenceOptions {
             tiling: self.tiling,
             precision: self.precision,
-            memory_format: self.memory_format,
+            memory_format: self
+                .memory_format
+                .unwrap_or_else(|| default_memory_format(device)),
         }
+    }
+}
+
+/// The layout inference uses unless told otherwise. On CUDA, channels-last: cuDNN's
+/// tensor-core convolutions are NHWC, and in NCHW it transposes around them. Measured on an
+/// H100 (2026-11-26, `gradstep bench pnp`): GS-PnP deblurring of CBSD10 went from 2.79 to
+/// 4.17 restorations/s in fp32, max |ΔPSNR| 6e-3 dB (TF32 algorithms differ by layout), and
+/// ∇g of a 256² image from 4.6 to 2.9 ms. On the CPU nothing was measured: NCHW stays.
+pub fn default_memory_format(device: Device) -> MemoryFormat {
+    if device.is_cuda() {
+        MemoryFormat::ChannelsLast
+    } else {
+        MemoryFormat::Contiguous
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inference_layout_defaults_to_channels_last_on_cuda_only() {
+        let opts = RunOptions {
+            tiling: Tiling::Whole,
+            precision: Precision::Fp32,
+            memory_format: None,
+        };
+        let cpu = opts.inference(Device::Cpu).memory_format;
+        let cuda = opts.inference(Device::Cuda(0)).memory_format;
+        assert_eq!(
+            (cpu, cuda),
+            (MemoryFormat::Contiguous, MemoryFormat::ChannelsLast)
+        );
+        let asked = RunOptions {
+            memory_format: Some(MemoryFormat::Contiguous),
+            ..opts
+        };
+        assert_eq!(
+            asked.inference(Device::Cuda(0)).memory_format,
+            MemoryFormat::Contiguous
+        );
     }
 }

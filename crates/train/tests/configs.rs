@@ -1,6 +1,7 @@
 //! The shipped configs load, and `configs/README.md` documents every field they have.
 use std::path::PathBuf;
 
+use gradstep_train::performance::{MemoryFormat, Precision};
 use gradstep_train::{Objective, TrainConfig};
 
 fn configs_dir() -> PathBuf {
@@ -68,6 +69,12 @@ fn shipped_configs_load_and_are_documented() {
             paper.data.rotations
         ),
         (1, true, false)
+    );
+    // The GPU speed settings that passed issue 8's 300-step check (validation PSNR within
+    // 0.05 dB of fp32 double backward) and gave the fastest step: docs/performance.md.
+    assert_eq!(
+        (paper.performance.precision, paper.performance.memory_format),
+        (Precision::Bf16, MemoryFormat::ChannelsLast)
     );
     // Prox: 15 epochs after epoch 1200, at the learning rate of that point.
     let prox = TrainConfig::load(&configs_dir().join("prox-drunet.json"), &[]).unwrap();

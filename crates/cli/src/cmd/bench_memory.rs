@@ -6,9 +6,14 @@
 //!    natural image, mirrored out to that size), then an image 1.5× larger than fits, through
 //!    [`Tiling::Auto`].
 //!
-//! Sizes are found by doubling until libtorch reports out-of-memory, then bisection; each
-//! reported size is re-run alone for its peak memory (the CUDA caching allocator's count).
+//! Sizes are found by doubling until libtorch reports out-of-memory, then bisection; the time
+//! and peak memory (the CUDA caching allocator's count) reported for a size are those of its
+//! probe. They are not re-run: a size found at the edge of memory can fail a second run
+//! (the first GPU run of this benchmark lost its bf16 search that way).
+//! cuDNN's benchmark mode is off here: autotuning every probed shape took minutes at large
+//! image sizes, and the workspace it picks would move the limits from run to run.
 //! On the CPU the searches stop at small caps instead (nothing is allowed to exhaust RAM).
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -109,18 +114,44 @@ pub fn largest_fitting(
     })
 }
 
-/// `Ok(true)` if `run` succeeds, `Ok(false)` if it ran out of memory, the error otherwise.
-fn fits(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<bool> {
+/// Milliseconds and peak bytes of one run.
+type Cost = (f64, Option<u64>);
+
+/// `Ok(Some(cost))` if `run` succeeds, `Ok(None)` if it ran out of memory, the error
+/// otherwise.
+fn fits(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Option<Cost>> {
+    cuda::empty_cache();
+    cuda::reset_peak(device);
+    sync(device);
+    let t0 = Instant::now();
     let r = run();
     sync(device);
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
     match r {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(Some((ms, cuda::peak_allocated(device)))),
         Err(e) if e.chain().any(|c| mentions_out_of_memory(&c.to_string())) => {
             cuda::empty_cache();
-            Ok(false)
+            Ok(None)
         }
         Err(e) => Err(e),
     }
+}
+
+/// [`largest_fitting`] over [`fits`], with the cost of every probe that fitted.
+fn search(
+    device: Device,
+    (start, step, cap): (i64, i64, i64),
+    mut run: impl FnMut(i64) -> anyhow::Result<()>,
+) -> anyhow::Result<(Largest, BTreeMap<i64, Cost>)> {
+    let mut costs = BTreeMap::new();
+    let found = largest_fitting(start, step, cap, |v| {
+        let cost = fits(device, || run(v))?;
+        if let Some(c) = cost {
+            costs.insert(v, c);
+        }
+        Ok(cost.is_some())
+    })?;
+    Ok((found, costs))
 }
 
 /// `(milliseconds, peak bytes)` of one more run of `run`.
@@ -202,6 +233,9 @@ fn default_image() -> Option<PathBuf> {
 /// Runs the benchmark.
 pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     let device = bench_device(a.device.as_deref(), "; searches stop at small caps")?;
+    if device.is_cuda() {
+        tch::Cuda::cudnn_set_benchmark(false);
+    }
     let gpu = device.is_cuda();
     let max_batch = a.max_batch.unwrap_or(if gpu { 4096 } else { 4 });
     let max_side = a.max_side.unwrap_or(if gpu { 32768 } else { 96 });
@@ -232,15 +266,15 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
             let xb = Tensor::f_rand([b, 3, 128, 128], (Kind::Float, device))?;
             gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
         };
-        let found = largest_fitting(16.min(max_batch), 8.min(max_batch), max_batch, |b| {
-            fits(device, || step(b))
-        })?;
-        let extra = match found.value {
-            Some(b) => {
-                let (ms, peak) = measure(device, || step(b))?;
+        let (found, costs) = search(
+            device,
+            (16.min(max_batch), 8.min(max_batch), max_batch),
+            &mut step,
+        )?;
+        let extra = match found.value.and_then(|b| Some((b, costs.get(&b)?))) {
+            Some((b, &(ms, peak))) => {
                 let mut note = format!("; step {ms:.1} ms, peak {}", gib(peak));
-                if b > 16 {
-                    let (ms16, peak16) = measure(device, || step(16))?;
+                if let (true, Some(&(ms16, peak16))) = (b > 16, costs.get(&16)) {
                     note += &format!(" (batch 16: {ms16:.1} ms, peak {})", gib(peak16));
                 }
                 note
@@ -262,13 +296,12 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         tch::manual_seed(0);
         let den = GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, channels), device)?);
         let start = 512.min(max_side);
-        let found = largest_fitting(start, 64.min(max_side), max_side, |s| {
-            fits(device, || grad_once(&den, channels, s))
+        let (found, costs) = search(device, (start, 64.min(max_side), max_side), |s| {
+            grad_once(&den, channels, s)
         })?;
         let name = if channels == 1 { "gray" } else { "colour" };
-        let extra = match found.value {
-            Some(s) => {
-                let (ms, peak) = measure(device, || grad_once(&den, channels, s))?;
+        let extra = match found.value.and_then(|s| Some((s, costs.get(&s)?))) {
+            Some((s, &(ms, peak))) => {
                 let per_pixel = peak.map_or(String::new(), |p| {
                     format!(" ({:.0} bytes per pixel)", p as f64 / (s * s) as f64)
                 });
@@ -408,6 +441,27 @@ mod tests {
         let l = largest_fitting(512, 64, 32768, |s| Ok(s <= 5000)).unwrap();
         assert_eq!(l.value, Some(4992));
         let e = largest_fitting(16, 8, 100, |_| anyhow::bail!("bad shape"));
+        assert!(e.is_err());
+    }
+
+    #[test]
+    fn search_keeps_the_cost_of_each_probe_that_fitted_and_passes_other_errors() {
+        let (l, costs) = search(Device::Cpu, (16, 8, 4096), |b| {
+            if b > 100 {
+                anyhow::bail!("CUDA out of memory. Tried to allocate {b} GiB");
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((l.value, l.capped), (Some(96), false));
+        // The reported size has its own probe's cost: nothing is re-run at the edge.
+        assert!(
+            costs.contains_key(&96) && costs.contains_key(&16),
+            "{costs:?}"
+        );
+        assert!(costs.keys().all(|&b| b <= 100), "{costs:?}");
+        assert!(costs.values().all(|&(ms, _)| ms >= 0.0));
+        let e = search(Device::Cpu, (16, 8, 64), |_| anyhow::bail!("bad shape"));
         assert!(e.is_err());
     }
 

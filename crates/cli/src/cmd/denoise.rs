@@ -47,7 +47,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let device = common::parse_device(a.device.as_deref())?;
     let (ckpt, den) = common::load_denoiser(&a.checkpoint, device)?;
-    let den = den.with_options(&a.run.inference())?;
+    let den = den.with_options(&a.run.inference(device))?;
     let channels = ckpt.model.architecture.channels;
     let input = load_image(&a.input, channels, device)?;
     let sigma = a.sigma / 255.0;

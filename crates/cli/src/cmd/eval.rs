@@ -88,7 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let device = common::parse_device(c.device.as_deref())?;
     common::autotune_convolutions(device);
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
-    let den = den.with_options(&c.run.inference())?;
+    let den = den.with_options(&c.run.inference(device))?;
     let channels = ckpt.model.architecture.channels;
     let files = image_files(&a.images, a.max_images)?;
     let images: Vec<(String, Tensor)> = files

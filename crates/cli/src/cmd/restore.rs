@@ -181,7 +181,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
     let cfg = algorithm_config(c, kind, a.noise)?;
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
-    let den = den.with_options(&c.run.inference())?;
+    let den = den.with_options(&c.run.inference(device))?;
     let clean = load_image(&a.input, ckpt.model.architecture.channels, device)?;
     let problem = RestorationProblem::synthesize(&clean, &task, a.noise, c.seed)
         .with_context(|| format!("{}", a.input.display()))?;

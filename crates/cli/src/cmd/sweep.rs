@@ -109,7 +109,7 @@ fn run_points(a: RunArgs) -> anyhow::Result<()> {
     let dir = SweepDir::new(&a.runs_dir, &name)?;
     let device = common::parse_device(a.device.as_deref())?;
     common::autotune_convolutions(device);
-    let mut runner = PnpRunner::new(device, a.batch).with_options(a.run.inference())?;
+    let mut runner = PnpRunner::new(device, a.batch).with_options(a.run.inference(device))?;
     let total = Shard::select(&a.shard, &sweep::expand(&config)).len();
     let mut k = 0;
     let mut progress = |r: &sweep::Record| {
