@@ -137,7 +137,15 @@ impl NoisePrefetch {
         let worker = std::thread::spawn(move || {
             for step in first.. {
                 let drawn = draw_noise(&shape, &cfg, seed, step).and_then(|(xi, sigmas)| {
-                    let xi = if pin { xi.f_pin_memory(device)? } else { xi };
+                    // `_pin_memory`, not `pin_memory`: tch always passes the device, which
+                    // libtorch 2.11's `pin_memory` / `is_pinned` answer with two deprecation
+                    // warnings per call (600 log lines in a 300-step GPU run). `ξ` is freshly
+                    // drawn, so the `is_pinned` check that `pin_memory` adds is moot.
+                    let xi = if pin {
+                        xi.f_internal_pin_memory(device)?
+                    } else {
+                        xi
+                    };
                     Ok((step, xi, sigmas))
                 });
                 // The loop ends when the trainer drops its end of the channel.

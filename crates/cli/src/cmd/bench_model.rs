@@ -236,16 +236,24 @@ fn graph_rows(
     if !device.is_cuda() {
         return Ok(());
     }
-    for (label, bf16) in [
-        ("adjoint fp32, CUDA graph", false),
-        ("adjoint bf16-autocast, CUDA graph", true),
+    for (label, bf16, layout) in [
+        ("adjoint fp32, CUDA graph", false, MemoryFormat::Contiguous),
+        (
+            "adjoint bf16-autocast, CUDA graph",
+            true,
+            MemoryFormat::Contiguous,
+        ),
+        (
+            "adjoint bf16-autocast channels-last, CUDA graph",
+            true,
+            MemoryFormat::ChannelsLast,
+        ),
     ] {
         if bf16 && !bf16_ok {
             continue;
         }
         den = den.with_method(GradMethod::Adjoint);
-        den.network_mut()
-            .set_memory_format(MemoryFormat::Contiguous)?;
+        den.network_mut().set_memory_format(layout)?;
         match graph_step_ms(&den, xb, 25.0 / 255.0, bf16, device, warm, reps) {
             Ok((ms, peak, loss)) => {
                 let step_tflops = 6.0 * 16.0 * arch.forward_flops(128, 128) / ms * 1e-9;
