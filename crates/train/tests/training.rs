@@ -247,7 +247,7 @@ fn relative_diff(a: &Checkpoint, b: &Checkpoint, prefix: &str) -> f64 {
 }
 
 #[test]
-fn grad_method_and_precision_do_not_change_the_weights_on_cpu() {
+fn grad_method_precision_and_layout_do_not_change_the_weights_on_cpu() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
@@ -263,6 +263,7 @@ fn grad_method_and_precision_do_not_change_the_weights_on_cpu() {
     let adjoint = run("adjoint", &[]);
     let autograd = run("autograd", &["performance.grad_method=autograd"]);
     let bf16 = run("bf16", &["performance.precision=bf16"]);
+    let nhwc = run("nhwc", &["performance.memory_format=channels_last"]);
     let init = run("init", &["optimizer.lr=1e-30"]);
 
     // The training moved the weights, so equal weights are not trivially equal.
@@ -278,6 +279,13 @@ fn grad_method_and_precision_do_not_change_the_weights_on_cpu() {
     );
     // bf16 autocast is a no-op on the CPU: bitwise the float32 run.
     assert_eq!(max_abs_diff(&bf16, &adjoint), 0.0);
+    // Channels-last (the GPU default of configs/gs-drunet.json) is a layout: the same
+    // training up to the summation order of the convolutions, and the checkpoint (written
+    // NCHW) holds the same weights.
+    let layout = relative_diff(&nhwc, &adjoint, "model.");
+    assert!(layout <= 1e-5, "channels-last weights differ by {layout} (relative)");
+    let moments = relative_diff(&nhwc, &adjoint, "adam.v.");
+    assert!(moments <= 1e-4, "channels-last moments differ by {moments}");
 }
 
 #[test]
