@@ -522,3 +522,71 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
     let err = stderr(&o);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn train_stopped_by_sigterm_checkpoints_and_exits_as_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for k in 0..2u32 {
+        let img = image::RgbImage::from_fn(48, 48, |x, y| {
+            image::Rgb([(x * 5 + k * 40) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+        });
+        img.save(images.join(format!("img{k}.png"))).unwrap();
+    }
+    let config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/gs-drunet-tiny.json"
+    );
+    let runs = dir.path().join("runs");
+    let mut child = gradstep()
+        .args(["train", "--quiet", "--device", "cpu", "--config", config])
+        .args(["--set", "name=sigterm", "--set", "steps=1000000"])
+        .args(["--set", "data.patch_size=32", "--set", "data.batch_size=2"])
+        .args([
+            "--set",
+            "data.cache_dir=null",
+            "--set",
+            "data.crops_per_image=1",
+        ])
+        .args(["--set", "validation.every=0", "--set", "checkpoint.every=2"])
+        .arg("--set")
+        .arg(format!("runs_dir={}", runs.display()))
+        .arg("--set")
+        .arg(format!("data.roots=[\"{}\"]", images.display()))
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpts = runs.join("sigterm/checkpoints");
+    let t0 = std::time::Instant::now();
+    let has_step_checkpoint = || {
+        std::fs::read_dir(&ckpts)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+            })
+            .unwrap_or(false)
+    };
+    while !has_step_checkpoint() {
+        if t0.elapsed() > std::time::Duration::from_secs(120) || child.try_wait().unwrap().is_some()
+        {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("no checkpoint within 120 s: {}{}", stdout(&o), stderr(&o));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let o = child.wait_with_output().unwrap();
+    let s = stdout(&o);
+    // 128 + SIGTERM: a checkpoint is on disk, but the run did not finish.
+    assert_eq!(o.status.code(), Some(143), "{s}{}", stderr(&o));
+    assert!(s.contains("interrupted: continue with --resume"), "{s}");
+    assert!(has_step_checkpoint());
+}

@@ -50,6 +50,9 @@ pub struct TrainOutcome {
     pub step: u64,
     /// Stopped by SIGINT / SIGTERM before `steps`.
     pub interrupted: bool,
+    /// The signal that stopped it (SIGINT 2, SIGTERM 15), for the conventional exit status
+    /// `128 + signal` of an interrupted command.
+    pub signal: Option<i32>,
     /// The last checkpoint written.
     pub checkpoint: PathBuf,
     /// The last validation (if any ran).
@@ -155,12 +158,16 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
     let mut events = EventWriter::create(&run_dir)?;
 
+    // `stop`: either signal arrived (a second one of either exits at once); `received`: which.
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    let received = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+        .map(|sig| (sig, Arc::new(AtomicBool::new(false))));
+    for (sig, got) in &received {
         let io = |e| TrainError::Io(PathBuf::from("<signal handler>"), e);
-        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+        signal_hook::flag::register_conditional_shutdown(*sig, 130, Arc::clone(&stop))
             .map_err(io)?;
-        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(io)?;
+        signal_hook::flag::register(*sig, Arc::clone(&stop)).map_err(io)?;
+        signal_hook::flag::register(*sig, Arc::clone(got)).map_err(io)?;
     }
 
     let progress = Progress::new(state.step, cfg.steps, opts.quiet);
@@ -262,9 +269,20 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         state.step,
         checkpoint.display()
     ));
+    // SIGTERM wins when both came: it is the scheduler's, SIGINT may be a stray keypress.
+    let signal = interrupted
+        .then(|| {
+            received
+                .iter()
+                .rev()
+                .find(|(_, got)| got.load(Ordering::SeqCst))
+                .map(|(sig, _)| *sig)
+        })
+        .flatten();
     Ok(TrainOutcome {
         step: state.step,
         interrupted,
+        signal,
         checkpoint,
         validation: last_validation.map(|(_, v)| v),
         best_psnr: state.best_psnr,

@@ -283,7 +283,10 @@ fn grad_method_precision_and_layout_do_not_change_the_weights_on_cpu() {
     // training up to the summation order of the convolutions, and the checkpoint (written
     // NCHW) holds the same weights.
     let layout = relative_diff(&nhwc, &adjoint, "model.");
-    assert!(layout <= 1e-5, "channels-last weights differ by {layout} (relative)");
+    assert!(
+        layout <= 1e-5,
+        "channels-last weights differ by {layout} (relative)"
+    );
     let moments = relative_diff(&nhwc, &adjoint, "adam.v.");
     assert!(moments <= 1e-4, "channels-last moments differ by {moments}");
 }
