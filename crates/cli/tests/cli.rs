@@ -590,3 +590,36 @@ fn train_stopped_by_sigterm_checkpoints_and_exits_as_interrupted() {
     assert!(s.contains("interrupted: continue with --resume"), "{s}");
     assert!(has_step_checkpoint());
 }
+
+#[test]
+fn bench_pnp_runs_batched_one_at_a_time_and_the_backtracking_check_on_the_cpu() {
+    let Some(shared) = shared() else { return };
+    let o = gradstep()
+        .args([
+            "bench", "pnp", "--device", "cpu", "--tiny", "--count", "2", "--iters", "4",
+        ])
+        .arg("--images")
+        .arg(shared.join("data/CBSD10"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    // The CPU default layout is NCHW; the headline runs it.
+    assert!(s.contains("default Fp32 Contiguous"), "{s}");
+    let gap: f64 = s
+        .lines()
+        .find_map(|l| l.strip_prefix("batched vs one at a time: max |ΔPSNR| = "))
+        .and_then(|v| v.trim_end_matches(" dB").parse().ok())
+        .unwrap_or_else(|| panic!("no batched-vs-single line in {s}"));
+    assert!(gap < 1e-3, "{s}");
+    // Backtracking accepts a step only if F went down: no accepted increase.
+    let bt = s
+        .lines()
+        .find(|l| l.starts_with("with backtracking, Fp32 Contiguous:"))
+        .unwrap_or_else(|| panic!("no backtracking line in {s}"));
+    assert!(bt.contains(" 0 accepted increases of F"), "{bt}");
+    assert!(
+        s.lines().last().unwrap().starts_with("bench-pnp speedup "),
+        "{s}"
+    );
+}
