@@ -21,7 +21,7 @@ use crate::config::{MemoryFormat, Precision};
 use crate::drunet::Drunet;
 use crate::error::{ModelError, Result};
 use crate::sigma::Sigma;
-use crate::tiling::{halve_until_fits, is_out_of_memory, spans, Tiling, MIN_AUTO_TILE};
+use crate::tiling::{halve_until_fits, is_too_large, spans, Tiling, MIN_AUTO_TILE};
 
 /// Whether a computation keeps a graph for training.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +245,7 @@ impl GradientStepDenoiser {
                     self.whole(x, sigma, Graph::Inference)
                 };
                 match first {
-                    Err(e) if is_out_of_memory(&e) => {
+                    Err(e) if is_too_large(&e) => {
                         let s = x.size();
                         let start = if known > 0 {
                             known / 2

@@ -13,7 +13,8 @@
 //! objective and backtracking.
 //!
 //! [`Tiling::Auto`] runs the whole image and falls back to tiles only when libtorch reports
-//! that the device is out of memory, halving the tile until it fits and remembering the size
+//! that it is too large (out of memory, or a kernel's 32-bit index limit: see
+//! [`too_large_reason`]), halving the tile until it fits and remembering the size
 //! that worked (so a PnP run pays for the search once, not at every iteration).
 use std::fmt;
 use std::str::FromStr;
@@ -163,8 +164,33 @@ pub fn mentions_out_of_memory(message: &str) -> bool {
     message.contains("out of memory") || message.contains("can't allocate memory")
 }
 
+/// Why libtorch refused an input as too large for the device at once, if it did: "out of
+/// memory", or "32-bit indexing" (cuDNN's convolutions of a single image refuse tensors of
+/// 2³¹ elements or more, e.g. 64 channels of a 5,800² image, which on a large card comes
+/// before memory runs out). Either way, smaller tiles run.
+pub fn too_large_reason(message: &str) -> Option<&'static str> {
+    if mentions_out_of_memory(message) {
+        Some("out of memory")
+    } else if ["32BitIndexMath", "32-bit index", "INT_MAX"]
+        .iter()
+        .any(|n| message.contains(n))
+    {
+        Some("32-bit indexing")
+    } else {
+        None
+    }
+}
+
+/// Whether a libtorch error refused the input as too large ([`too_large_reason`]).
+pub fn is_too_large(e: &ModelError) -> bool {
+    match e {
+        ModelError::Torch(t) => too_large_reason(&t.to_string()).is_some(),
+        _ => false,
+    }
+}
+
 /// The first core side, halving from `start` (rounded down to a multiple of 8) down to
-/// `min`, for which `run` does not run out of memory. Other errors are returned at once.
+/// `min`, for which `run` is not refused as too large. Other errors are returned at once.
 pub(crate) fn halve_until_fits<T>(
     start: i64,
     min: i64,
@@ -174,7 +200,7 @@ pub(crate) fn halve_until_fits<T>(
     loop {
         match run(tile) {
             Ok(v) => return Ok((tile, v)),
-            Err(e) if is_out_of_memory(&e) && tile / 2 >= min => {
+            Err(e) if is_too_large(&e) && tile / 2 >= min => {
                 tile = floor_to_tile_multiple(tile / 2);
             }
             Err(e) => return Err(e),
@@ -258,6 +284,28 @@ mod tests {
         .unwrap();
         assert_eq!((tile, v), (120, 240));
         assert_eq!(tried, vec![1000, 496, 248, 120]);
+    }
+
+    #[test]
+    fn the_index_limit_counts_as_too_large_like_out_of_memory() {
+        let index = "Expected canUse32BitIndexMath(input) && canUse32BitIndexMath(output) to be true, but got false.";
+        assert_eq!(too_large_reason(index), Some("32-bit indexing"));
+        assert_eq!(
+            too_large_reason("CUDA out of memory. Tried to allocate 2.12 GiB"),
+            Some("out of memory")
+        );
+        assert_eq!(too_large_reason("Expected 4-dimensional input"), None);
+        let mut tried = Vec::new();
+        let (tile, ()) = halve_until_fits(1024, 64, |t| {
+            tried.push(t);
+            if t > 300 {
+                Err(ModelError::Torch(tch::TchError::Torch(index.into())))
+            } else {
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert_eq!((tile, tried), (256, vec![1024, 512, 256]));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use gradstep_data::{load_image, metrics};
-use gradstep_model::tiling::{floor_to_tile_multiple, mentions_out_of_memory, DEFAULT_OVERLAP};
+use gradstep_model::tiling::{floor_to_tile_multiple, too_large_reason, DEFAULT_OVERLAP};
 use gradstep_model::{
     cuda, Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma, Tiling,
 };
@@ -117,9 +117,12 @@ pub fn largest_fitting(
 /// Milliseconds and peak bytes of one run.
 type Cost = (f64, Option<u64>);
 
-/// `Ok(Some(cost))` if `run` succeeds, `Ok(None)` if it ran out of memory, the error
-/// otherwise.
-fn fits(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Option<Cost>> {
+/// `Ok(Ok(cost))` if `run` succeeds, `Ok(Err(limit))` if the size was too large (see
+/// [`too_large_reason`]), the error otherwise.
+fn fits(
+    device: Device,
+    run: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<std::result::Result<Cost, &'static str>> {
     cuda::empty_cache();
     cuda::reset_peak(device);
     sync(device);
@@ -128,30 +131,48 @@ fn fits(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Res
     sync(device);
     let ms = t0.elapsed().as_secs_f64() * 1e3;
     match r {
-        Ok(()) => Ok(Some((ms, cuda::peak_allocated(device)))),
-        Err(e) if e.chain().any(|c| mentions_out_of_memory(&c.to_string())) => {
-            cuda::empty_cache();
-            Ok(None)
-        }
-        Err(e) => Err(e),
+        Ok(()) => Ok(Ok((ms, cuda::peak_allocated(device)))),
+        Err(e) => match e.chain().find_map(|c| too_large_reason(&c.to_string())) {
+            Some(limit) => {
+                cuda::empty_cache();
+                Ok(Err(limit))
+            }
+            None => Err(e),
+        },
     }
 }
 
-/// [`largest_fitting`] over [`fits`], with the cost of every probe that fitted.
+/// A size search's outcome: the limit, the cost of every probe that fitted, and what stopped
+/// the smallest size that did not.
+struct Searched {
+    found: Largest,
+    costs: BTreeMap<i64, Cost>,
+    stopped_by: Option<&'static str>,
+}
+
+/// [`largest_fitting`] over [`fits`].
 fn search(
     device: Device,
     (start, step, cap): (i64, i64, i64),
     mut run: impl FnMut(i64) -> anyhow::Result<()>,
-) -> anyhow::Result<(Largest, BTreeMap<i64, Cost>)> {
+) -> anyhow::Result<Searched> {
     let mut costs = BTreeMap::new();
-    let found = largest_fitting(start, step, cap, |v| {
-        let cost = fits(device, || run(v))?;
-        if let Some(c) = cost {
+    let mut failures = BTreeMap::new();
+    let found = largest_fitting(start, step, cap, |v| match fits(device, || run(v))? {
+        Ok(c) => {
             costs.insert(v, c);
+            Ok(true)
         }
-        Ok(cost.is_some())
+        Err(limit) => {
+            failures.insert(v, limit);
+            Ok(false)
+        }
     })?;
-    Ok((found, costs))
+    Ok(Searched {
+        found,
+        costs,
+        stopped_by: failures.values().next().copied(),
+    })
 }
 
 /// `(milliseconds, peak bytes)` of one more run of `run`.
@@ -171,11 +192,12 @@ fn measure(
     ))
 }
 
-fn describe(l: &Largest, unit: &str) -> String {
+fn describe(l: &Largest, unit: &str, stopped_by: Option<&str>) -> String {
+    let next = stopped_by.map_or(String::new(), |why| format!(" (larger: {why})"));
     match (l.value, l.capped) {
         (Some(v), true) => format!("≥ {v}{unit} (the cap; no out-of-memory)"),
-        (Some(v), false) => format!("{v}{unit}"),
-        (None, _) => "none fits".to_string(),
+        (Some(v), false) => format!("{v}{unit}{next}"),
+        (None, _) => format!("none fits{next}"),
     }
 }
 
@@ -266,7 +288,11 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
             let xb = Tensor::f_rand([b, 3, 128, 128], (Kind::Float, device))?;
             gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
         };
-        let (found, costs) = search(
+        let Searched {
+            found,
+            costs,
+            stopped_by,
+        } = search(
             device,
             (16.min(max_batch), 8.min(max_batch), max_batch),
             &mut step,
@@ -283,10 +309,10 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         };
         println!(
             "largest GS training batch of 128² colour patches ({label}): {}{extra}  [{} probes]",
-            describe(&found, ""),
+            describe(&found, "", stopped_by),
             found.probes
         );
-        summary.push((format!("training batch, 128², {label}"), found));
+        summary.push((format!("training batch, 128², {label}"), found, stopped_by));
     }
     drop(den);
 
@@ -296,7 +322,11 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         tch::manual_seed(0);
         let den = GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, channels), device)?);
         let start = 512.min(max_side);
-        let (found, costs) = search(device, (start, 64.min(max_side), max_side), |s| {
+        let Searched {
+            found,
+            costs,
+            stopped_by,
+        } = search(device, (start, 64.min(max_side), max_side), |s| {
             grad_once(&den, channels, s)
         })?;
         let name = if channels == 1 { "gray" } else { "colour" };
@@ -311,13 +341,13 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         };
         println!(
             "largest {name} image for ∇g at once: {}{extra}  [{} probes]",
-            describe(&found, "²"),
+            describe(&found, "²", stopped_by),
             found.probes
         );
         if channels == 3 {
             colour_side = found.value.map(|v| (v, found.capped));
         }
-        summary.push((format!("∇g image side, {name}"), found));
+        summary.push((format!("∇g image side, {name}"), found, stopped_by));
     }
 
     // 3. Tiles against the whole image, then beyond memory.
@@ -407,8 +437,8 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     }
     println!("| limit | value |");
     println!("|---|---|");
-    for (name, l) in &summary {
-        println!("| {name} | {} |", describe(l, ""));
+    for (name, l, why) in &summary {
+        println!("| {name} | {} |", describe(l, "", *why));
     }
     println!("bench-memory tiles-vs-whole-dpsnr {:.5}", (pw - pt).abs());
     Ok(())
@@ -446,14 +476,21 @@ mod tests {
 
     #[test]
     fn search_keeps_the_cost_of_each_probe_that_fitted_and_passes_other_errors() {
-        let (l, costs) = search(Device::Cpu, (16, 8, 4096), |b| {
+        let Searched {
+            found,
+            costs,
+            stopped_by,
+        } = search(Device::Cpu, (16, 8, 4096), |b| {
+            if b > 120 {
+                anyhow::bail!("Expected canUse32BitIndexMath(input) to be true, but got false");
+            }
             if b > 100 {
                 anyhow::bail!("CUDA out of memory. Tried to allocate {b} GiB");
             }
             Ok(())
         })
         .unwrap();
-        assert_eq!((l.value, l.capped), (Some(96), false));
+        assert_eq!((found.value, found.capped), (Some(96), false));
         // The reported size has its own probe's cost: nothing is re-run at the edge.
         assert!(
             costs.contains_key(&96) && costs.contains_key(&16),
@@ -461,6 +498,18 @@ mod tests {
         );
         assert!(costs.keys().all(|&b| b <= 100), "{costs:?}");
         assert!(costs.values().all(|&(ms, _)| ms >= 0.0));
+        // What stopped the next size up is memory; far above, the index limit.
+        assert_eq!(stopped_by, Some("out of memory"));
+        let indexing = search(Device::Cpu, (16, 8, 4096), |b| {
+            if b > 100 {
+                anyhow::bail!("Expected canUse32BitIndexMath(input) to be true, but got false");
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(indexing.found.value, Some(96));
+        assert_eq!(indexing.stopped_by, Some("32-bit indexing"));
+        assert!(describe(&indexing.found, "²", indexing.stopped_by).contains("32-bit indexing"));
         let e = search(Device::Cpu, (16, 8, 64), |_| anyhow::bail!("bad shape"));
         assert!(e.is_err());
     }
