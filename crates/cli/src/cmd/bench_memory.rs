@@ -266,16 +266,23 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     } else {
         "the CPU".into()
     };
+    // The layout every command uses by default on this device (channels-last on CUDA).
+    let layout = common::default_memory_format(device);
+    let fresh = |channels: i64| -> anyhow::Result<GradientStepDenoiser> {
+        tch::manual_seed(0);
+        let mut net = Drunet::new(&architecture(a.tiny, channels), device)?;
+        net.set_memory_format(layout)?;
+        Ok(GradientStepDenoiser::new(net))
+    };
     println!(
-        "memory limits of the {} model on {gpu_name} ({device:?})",
+        "memory limits of the {} model on {gpu_name} ({device:?}, {layout:?} layout)",
         if a.tiny { "tiny" } else { "full" }
     );
     let sigma = Sigma::Scalar(25.0 / 255.0);
     let mut summary = Vec::new();
 
     // 1. Training batch.
-    tch::manual_seed(0);
-    let den = GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, 3), device)?);
+    let den = fresh(3)?;
     let precisions: &[(&str, bool)] = if gpu && cuda::autocast_use_bf16() {
         &[("fp32", false), ("bf16", true)]
     } else {
@@ -319,8 +326,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     // 2. Largest single image.
     let mut colour_side = None;
     for channels in [1, 3] {
-        tch::manual_seed(0);
-        let den = GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, channels), device)?);
+        let den = fresh(channels)?;
         let start = 512.min(max_side);
         let Searched {
             found,
@@ -356,11 +362,12 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     let mut den = match &a.checkpoint {
-        Some(p) => common::load_denoiser(p, device)?.1,
-        None => {
-            tch::manual_seed(0);
-            GradientStepDenoiser::new(Drunet::new(&architecture(a.tiny, 3), device)?)
+        Some(p) => {
+            let mut den = common::load_denoiser(p, device)?.1;
+            den.network_mut().set_memory_format(layout)?;
+            den
         }
+        None => fresh(3)?,
     };
     let source = a.image.clone().or_else(default_image);
     let natural = match &source {
