@@ -140,8 +140,11 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
         products.sort_unstable();
         let median = products[products.len() / 2];
         let peak = gradstep_model::cuda::peak_allocated(device);
+        let tflops =
+            prox_step_forwards(median) * a.batch as f64 * arch.forward_flops(a.size, a.size) / ms
+                * 1e-9;
         println!(
-            "ours ({name}): prox_step_b{}_{}_ms {ms:.3}  products (median) {median}  peak {}",
+            "ours ({name}): prox_step_b{}_{}_ms {ms:.3} (~{tflops:.1} TFLOP/s)  products (median) {median}  peak {}",
             a.batch,
             a.size,
             crate::cmd::bench::gib(peak)
@@ -186,4 +189,15 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
     };
     println!("bench-prox speedup {:.3}", base / lanczos_ms);
     Ok(())
+}
+
+/// The work of one Prox training step with `products` Hessian-vector products, in network
+/// forward passes (convolutions only, as `DrunetConfig::forward_flops` counts them):
+/// `D_σ`'s loss as in the GS step, forward and backward with the weight gradients (6); each
+/// product but the last, a first-order backward of the `∇g` graph to its input (2, the
+/// graph being two passes: `N` and the adjoint); the last product, kept in the graph, with
+/// its backward to the weights (6, as the loss). An estimate for the TFLOP/s column, not a
+/// count of kernels.
+fn prox_step_forwards(products: usize) -> f64 {
+    6.0 + 2.0 * products.saturating_sub(1) as f64 + 6.0
 }
