@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
+use gradstep_model::{Activation, DrunetConfig};
 use tch::Device;
 
 use crate::common;
@@ -23,6 +24,19 @@ pub enum Bench {
     Pnp(crate::cmd::bench_pnp::PnpArgs),
     /// Largest training batch, largest ∇g image (gray, colour), and tiles for larger ones.
     Memory(crate::cmd::bench_memory::MemoryArgs),
+}
+
+/// The benchmarked network: the paper's widths (64…512), or the tiny ones (8…64) that keep a
+/// CPU run short.
+pub fn architecture(tiny: bool, activation: Activation) -> DrunetConfig {
+    if tiny {
+        DrunetConfig::tiny(activation)
+    } else {
+        DrunetConfig {
+            activation,
+            ..Default::default()
+        }
+    }
 }
 
 /// Runs a benchmark.

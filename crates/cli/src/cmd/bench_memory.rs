@@ -202,15 +202,10 @@ fn describe(l: &Largest, unit: &str, stopped_by: Option<&str>) -> String {
 }
 
 fn architecture(tiny: bool, channels: i64) -> DrunetConfig {
-    let base = if tiny {
-        DrunetConfig::tiny(Activation::Elu)
-    } else {
-        DrunetConfig {
-            activation: Activation::Elu,
-            ..Default::default()
-        }
-    };
-    DrunetConfig { channels, ..base }
+    DrunetConfig {
+        channels,
+        ..super::bench::architecture(tiny, Activation::Elu)
+    }
 }
 
 /// `∇g_σ` of one `side²` image, reduced on the device (so that the work really happens).

@@ -12,7 +12,7 @@ use gradstep_model::{
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::bench::{bench_device, gib, run_anchor, time_ms};
+use super::bench::{architecture, bench_device, gib, run_anchor, time_ms};
 
 /// Arguments of `gradstep bench model`.
 #[derive(Debug, clap::Args)]
@@ -47,14 +47,7 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
     if a.tiny && a.anchor.is_some() {
         bail!("--anchor times the full model: drop --tiny");
     }
-    let arch = if a.tiny {
-        DrunetConfig::tiny(Activation::Elu)
-    } else {
-        DrunetConfig {
-            activation: Activation::Elu,
-            ..Default::default()
-        }
-    };
+    let arch = architecture(a.tiny, Activation::Elu);
     tch::manual_seed(0);
     let net = Drunet::new(&arch, device)?;
     let mut den = GradientStepDenoiser::new(net);

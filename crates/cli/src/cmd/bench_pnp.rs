@@ -7,15 +7,14 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use gradstep_data::load_image;
 use gradstep_model::{
-    Activation, Drunet, DrunetConfig, GradientStepDenoiser, InferenceOptions, MemoryFormat,
-    Precision,
+    Activation, Drunet, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision,
 };
 use gradstep_pnp::{
     restore, restore_all, AlgorithmConfig, GsPgdConfig, Kernel, Restoration, RestorationProblem,
     Task,
 };
 
-use super::bench::{gib, run_anchor, sync};
+use super::bench::{architecture, gib, run_anchor, sync};
 use crate::common;
 
 /// Arguments of `gradstep bench pnp`.
@@ -63,14 +62,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
         Some(p) => common::load_denoiser(p, device)?.1,
         None => {
             tch::manual_seed(0);
-            let cfg = if a.tiny {
-                DrunetConfig::tiny(Activation::Elu)
-            } else {
-                DrunetConfig {
-                    activation: Activation::Elu,
-                    ..Default::default()
-                }
-            };
+            let cfg = architecture(a.tiny, Activation::Elu);
             GradientStepDenoiser::new(Drunet::new(&cfg, device)?)
         }
     };

@@ -7,9 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use gradstep_model::{
-    Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, MemoryFormat, Sigma,
-};
+use gradstep_model::{Activation, Drunet, GradientStepDenoiser, Graph, MemoryFormat, Sigma};
 use gradstep_train::prox::{hessian_norms_at, penalty_at, ProxPenaltyConfig, SpectralEstimator};
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Kind, Tensor};
@@ -84,14 +82,7 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
     let reps = a.reps.unwrap_or(if gpu { 5 } else { 1 });
     let warm = 1;
     tch::manual_seed(0);
-    let arch = if a.tiny {
-        DrunetConfig::tiny(Activation::Softplus)
-    } else {
-        DrunetConfig {
-            activation: Activation::Softplus,
-            ..Default::default()
-        }
-    };
+    let arch = crate::cmd::bench::architecture(a.tiny, Activation::Softplus);
     let mut den = GradientStepDenoiser::new(Drunet::new(&arch, device)?);
     let sigma = 25.0 / 255.0;
     let clean = Tensor::f_rand([a.batch, 3, a.size, a.size], (Kind::Float, device))?;
