@@ -48,10 +48,8 @@ pub struct TrainOptions {
 pub struct TrainOutcome {
     /// Steps done in total.
     pub step: u64,
-    /// Stopped by SIGINT / SIGTERM before `steps`.
-    pub interrupted: bool,
-    /// The signal that stopped it (SIGINT 2, SIGTERM 15), for the conventional exit status
-    /// `128 + signal` of an interrupted command.
+    /// The signal that stopped it before `steps` (SIGINT 2, SIGTERM 15), for the conventional
+    /// exit status `128 + signal` of an interrupted command.
     pub signal: Option<i32>,
     /// The last checkpoint written.
     pub checkpoint: PathBuf,
@@ -59,6 +57,13 @@ pub struct TrainOutcome {
     pub validation: Option<Validation>,
     /// Best mean validation PSNR of `D_σ`.
     pub best_psnr: Option<f64>,
+}
+
+impl TrainOutcome {
+    /// Stopped by SIGINT / SIGTERM before `steps`.
+    pub fn interrupted(&self) -> bool {
+        self.signal.is_some()
+    }
 }
 
 /// Trains as `cfg` says; see the module doc.
@@ -158,7 +163,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
     let mut events = EventWriter::create(&run_dir)?;
 
-    // `stop`: either signal arrived (a second one of either exits at once); `received`: which.
+    // `stop`: either signal arrived, so that a second one of either exits at once;
+    // `received`: which one, what the loop reads.
     let stop = Arc::new(AtomicBool::new(false));
     let received = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
         .map(|sig| (sig, Arc::new(AtomicBool::new(false))));
@@ -191,10 +197,15 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     let mut last_validation: Option<(u64, Validation)> = None;
     let mut last_saved: Option<(u64, PathBuf)> = None;
-    let mut interrupted = false;
+    let mut signal = None;
     while state.step < cfg.steps {
-        if stop.load(Ordering::SeqCst) {
-            interrupted = true;
+        // SIGTERM wins when both came: it is the scheduler's, SIGINT may be a stray keypress.
+        signal = received
+            .iter()
+            .rev()
+            .find(|(_, got)| got.load(Ordering::SeqCst))
+            .map(|(sig, _)| *sig);
+        if signal.is_some() {
             break;
         }
         let t = state.step;
@@ -259,7 +270,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     progress.finish();
     events.flush()?;
-    let how = if interrupted {
+    let how = if signal.is_some() {
         "interrupted"
     } else {
         "finished"
@@ -269,19 +280,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         state.step,
         checkpoint.display()
     ));
-    // SIGTERM wins when both came: it is the scheduler's, SIGINT may be a stray keypress.
-    let signal = interrupted
-        .then(|| {
-            received
-                .iter()
-                .rev()
-                .find(|(_, got)| got.load(Ordering::SeqCst))
-                .map(|(sig, _)| *sig)
-        })
-        .flatten();
     Ok(TrainOutcome {
         step: state.step,
-        interrupted,
         signal,
         checkpoint,
         validation: last_validation.map(|(_, v)| v),

@@ -63,7 +63,7 @@ fn sigterm_writes_a_checkpoint_and_resume_continues() {
     };
     let out = train(&cfg, &opts(false)).unwrap();
     assert!(killer.join().unwrap(), "no checkpoint appeared");
-    assert!(out.interrupted);
+    assert!(out.interrupted());
     assert_eq!(out.signal, Some(signal_hook::consts::SIGTERM));
     assert!(
         out.step >= 2 && out.step < 100000,
@@ -80,7 +80,7 @@ fn sigterm_writes_a_checkpoint_and_resume_continues() {
     let target = out.step + 3;
     let more = TrainConfig::load(&path, &[format!("steps={target}")]).unwrap();
     let done = train(&more, &opts(true)).unwrap();
-    assert!(!done.interrupted);
+    assert!(!done.interrupted());
     assert_eq!(done.signal, None);
     assert_eq!(done.step, target);
 }

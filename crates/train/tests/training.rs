@@ -82,7 +82,7 @@ fn resume_is_exact_and_guarded() {
 
     let straight = train(&config(root, "straight", &[]), &opts(false)).unwrap();
     assert_eq!(straight.step, 6);
-    assert!(!straight.interrupted);
+    assert!(!straight.interrupted());
 
     let half = train(&config(root, "split", &["steps=3"]), &opts(false)).unwrap();
     assert_eq!(half.step, 3);

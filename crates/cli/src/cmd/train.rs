@@ -48,17 +48,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out.checkpoint.display(),
         cfg.run_dir().display()
     );
-    if out.interrupted {
+    if let Some(sig) = out.signal {
         println!("interrupted: continue with --resume");
         // A checkpoint is safe on disk, but the run is not finished: exit as interrupted
         // commands do (130 for SIGINT, 143 for SIGTERM), so that `make train-gs && next`
         // or a job chain does not go on as if it were. scripts/slurm/train.sbatch requeues
         // on either.
-        if let Some(sig) = out.signal {
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-            std::process::exit(128 + sig);
-        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        std::process::exit(128 + sig);
     }
     Ok(())
 }
