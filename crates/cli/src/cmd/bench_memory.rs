@@ -123,22 +123,18 @@ fn fits(
     device: Device,
     run: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<std::result::Result<Cost, &'static str>> {
-    cuda::empty_cache();
-    cuda::reset_peak(device);
-    sync(device);
-    let t0 = Instant::now();
-    let r = run();
-    sync(device);
-    let ms = t0.elapsed().as_secs_f64() * 1e3;
-    match r {
-        Ok(()) => Ok(Ok((ms, cuda::peak_allocated(device)))),
-        Err(e) => match e.chain().find_map(|c| too_large_reason(&c.to_string())) {
-            Some(limit) => {
-                cuda::empty_cache();
-                Ok(Err(limit))
+    match measure(device, run) {
+        Ok(cost) => Ok(Ok(cost)),
+        Err(e) => {
+            sync(device);
+            match e.chain().find_map(|c| too_large_reason(&c.to_string())) {
+                Some(limit) => {
+                    cuda::empty_cache();
+                    Ok(Err(limit))
+                }
+                None => Err(e),
             }
-            None => Err(e),
-        },
+        }
     }
 }
 
@@ -175,11 +171,8 @@ fn search(
     })
 }
 
-/// `(milliseconds, peak bytes)` of one more run of `run`.
-fn measure(
-    device: Device,
-    run: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<(f64, Option<u64>)> {
+/// The [`Cost`] of one run of `run`, from an emptied cache and a reset peak.
+fn measure(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Cost> {
     cuda::empty_cache();
     cuda::reset_peak(device);
     sync(device);
@@ -250,10 +243,10 @@ fn default_image() -> Option<PathBuf> {
 /// Runs the benchmark.
 pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     let device = bench_device(a.device.as_deref(), "; searches stop at small caps")?;
-    if device.is_cuda() {
+    let gpu = device.is_cuda();
+    if gpu {
         tch::Cuda::cudnn_set_benchmark(false);
     }
-    let gpu = device.is_cuda();
     let max_batch = a.max_batch.unwrap_or(if gpu { 4096 } else { 4 });
     let max_side = a.max_side.unwrap_or(if gpu { 32768 } else { 96 });
     let gpu_name = if let Device::Cuda(i) = device {

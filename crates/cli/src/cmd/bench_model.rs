@@ -152,7 +152,7 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
         let step_peak = gradstep_model::cuda::peak_allocated(device);
         let cfg = den.network().config();
         let grad_tflops = 2.0 * cfg.forward_flops(256, 256) / grad_ms * 1e-9;
-        let step_tflops = 6.0 * 16.0 * cfg.forward_flops(128, 128) / step_ms * 1e-9;
+        let step_tflops = step_tflops(cfg, step_ms);
         println!(
             "ours ({label}): grad_256_ms {grad_ms:.3} (~{grad_tflops:.1} TFLOP/s, peak {})  train_step_b16_128_ms {step_ms:.3} (~{step_tflops:.1} TFLOP/s, peak {})",
             gib(grad_peak),
@@ -212,6 +212,12 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
     graph_rows(den, &xb, &arch, device, warm, reps, bf16_ok, Some(ps))
 }
 
+/// Achieved TFLOP/s of a GS training step of batch 16 of 128² taking `ms`: about 6 forward
+/// passes (∇g is two, the backward through it twice that), convolutions only.
+fn step_tflops(arch: &DrunetConfig, ms: f64) -> f64 {
+    6.0 * 16.0 * arch.forward_flops(128, 128) / ms * 1e-9
+}
+
 /// The GS training step captured once in a CUDA graph and replayed (no per-kernel launch
 /// cost, no host read): a lead of issue 8, measured beside the eager rows, not the default.
 /// Printed last, after the speedup line: a capture that goes wrong costs only these rows.
@@ -249,7 +255,7 @@ fn graph_rows(
         den.network_mut().set_memory_format(layout)?;
         match graph_step_ms(&den, xb, 25.0 / 255.0, bf16, device, warm, reps) {
             Ok((ms, peak, loss)) => {
-                let step_tflops = 6.0 * 16.0 * arch.forward_flops(128, 128) / ms * 1e-9;
+                let step_tflops = step_tflops(arch, ms);
                 let ratio = anchor_step_ms
                     .map(|ps| format!(", {:.2}× the anchor's step", ps / ms))
                     .unwrap_or_default();
