@@ -5,7 +5,7 @@
 //! Each test runs libtorch on one thread: with tests in parallel on few cores, OpenMP's
 //! spin-waiting makes multi-threaded libtorch many times slower.
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use gradstep_model::Checkpoint;
 use gradstep_train::checkpoints::{training_state, CheckpointStore};
@@ -27,6 +27,16 @@ fn write_images(dir: &Path, n: usize, h: u32, w: u32) {
         });
         img.save(dir.join(format!("img{k}.png"))).unwrap();
     }
+}
+
+/// The set-up of every test here: the lock (one run at a time), libtorch on one thread, and
+/// a temporary folder with `n` images of `h × w` under `images/`.
+fn sandbox(n: usize, h: u32, w: u32) -> (MutexGuard<'static, ()>, tempfile::TempDir) {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"), n, h, w);
+    (serial, dir)
 }
 
 fn config(root: &Path, name: &str, extra: &[&str]) -> TrainConfig {
@@ -74,11 +84,8 @@ fn max_abs_diff(a: &Checkpoint, b: &Checkpoint) -> f64 {
 
 #[test]
 fn resume_is_exact_and_guarded() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(4, 40, 48);
     let root = dir.path();
-    write_images(&root.join("images"), 4, 40, 48);
 
     let straight = train(&config(root, "straight", &[]), &opts(false)).unwrap();
     assert_eq!(straight.step, 6);
@@ -140,11 +147,8 @@ fn resume_is_exact_and_guarded() {
 
 #[test]
 fn divergence_stops_and_keeps_the_last_good_checkpoint() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(2, 32, 32);
     let root = dir.path();
-    write_images(&root.join("images"), 2, 32, 32);
     // Adam moves every weight by ≈ lr per step: lr = 1e30 overflows the network at once.
     let cfg = config(
         root,
@@ -171,11 +175,8 @@ fn divergence_stops_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn loss_decreases_on_a_tiny_problem() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(2, 32, 32);
     let root = dir.path();
-    write_images(&root.join("images"), 2, 32, 32);
     let cfg = config(
         root,
         "learn",
@@ -204,11 +205,8 @@ fn loss_decreases_on_a_tiny_problem() {
 
 #[test]
 fn prox_objective_fine_tunes_from_a_gs_checkpoint() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(2, 32, 32);
     let root = dir.path();
-    write_images(&root.join("images"), 2, 32, 32);
     let softplus = "model.activation=softplus";
     let gs = train(
         &config(root, "gs", &[softplus, "steps=1", "validation.every=0"]),
@@ -248,11 +246,8 @@ fn relative_diff(a: &Checkpoint, b: &Checkpoint, prefix: &str) -> f64 {
 
 #[test]
 fn grad_method_precision_and_layout_do_not_change_the_weights_on_cpu() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(2, 32, 32);
     let root = dir.path();
-    write_images(&root.join("images"), 2, 32, 32);
     let base = ["steps=2", "validation.every=0", "clip_grad_norm=null"];
     let run = |name: &str, extra: &[&str]| {
         let mut sets = base.to_vec();
@@ -293,11 +288,8 @@ fn grad_method_precision_and_layout_do_not_change_the_weights_on_cpu() {
 
 #[test]
 fn prox_objective_gives_the_same_weights_with_both_grad_methods() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(2, 32, 32);
     let root = dir.path();
-    write_images(&root.join("images"), 2, 32, 32);
     // Tolerance 0: a fixed number of products, so both runs take the same estimator steps.
     let prox = r#"objective={"prox": {"mu": 1.0, "epsilon": 0.1, "clip_max": 1e3,
         "estimator": {"kind": "power_iteration"}, "max_products": 4, "tolerance": 0}}"#;
@@ -329,11 +321,8 @@ fn prox_objective_gives_the_same_weights_with_both_grad_methods() {
 /// device), resume exactly, and count Adam's steps on the host for the checkpoints.
 #[test]
 fn the_device_resident_step_trains_like_the_ordinary_one_and_resumes_exactly() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    tch::set_num_threads(1);
-    let dir = tempfile::tempdir().unwrap();
+    let (_serial, dir) = sandbox(4, 40, 48);
     let root = dir.path();
-    write_images(&root.join("images"), 4, 40, 48);
     let graph = ["performance.cuda_graph=true", "clip_grad_norm=0.05"];
     let ordinary = train(
         &config(root, "ordinary", &["clip_grad_norm=0.05"]),
