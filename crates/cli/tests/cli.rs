@@ -335,59 +335,35 @@ fn denoise_reports_psnr_and_rejects_bad_input() {
         .unwrap();
     // σ = 25 on [0, 255]: the noisy input's PSNR is about 20.2 dB.
     assert!((psnr_in - 20.2).abs() < 0.5, "{s}");
+    // The same command with one thing wrong each time: one clear line, non-zero exit.
+    let denoise = |device: &str, checkpoint: &Path, input: &Path| {
+        gradstep()
+            .args([
+                "denoise",
+                "--sigma",
+                "25",
+                "--device",
+                device,
+                "--checkpoint",
+            ])
+            .arg(checkpoint)
+            .arg(input)
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
     // A corrupt image.
     let bad = dir.path().join("bad.png");
     std::fs::write(&bad, b"not a png").unwrap();
-    let o = gradstep()
-        .args([
-            "denoise",
-            "--sigma",
-            "25",
-            "--device",
-            "cpu",
-            "--checkpoint",
-        ])
-        .arg(&ckpt)
-        .arg(&bad)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_clear_error(&o, &["bad.png"]);
+    assert_clear_error(&denoise("cpu", &ckpt, &bad), &["bad.png"]);
     // A PyTorch / foreign file given as checkpoint.
-    let o = gradstep()
-        .args([
-            "denoise",
-            "--sigma",
-            "25",
-            "--device",
-            "cpu",
-            "--checkpoint",
-        ])
-        .arg(shared.join("reference/gsdrunet_tiny_elu_weights.safetensors"))
-        .arg(&img)
-        .arg(&out)
-        .output()
-        .unwrap();
+    let foreign = shared.join("reference/gsdrunet_tiny_elu_weights.safetensors");
     assert_clear_error(
-        &o,
+        &denoise("cpu", &foreign, &img),
         &["gsdrunet_tiny_elu_weights.safetensors", "gradstep import"],
     );
     // An unknown device.
-    let o = gradstep()
-        .args([
-            "denoise",
-            "--sigma",
-            "25",
-            "--device",
-            "tpu",
-            "--checkpoint",
-        ])
-        .arg(&ckpt)
-        .arg(&img)
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert_clear_error(&o, &["tpu"]);
+    assert_clear_error(&denoise("tpu", &ckpt, &img), &["tpu"]);
 }
 
 fn trained_tiny() -> PathBuf {
