@@ -61,7 +61,7 @@ fn gradient_and_hessian_products_match_nchw() {
         let x = Tensor::rand([2, 3, 20, 28], (Kind::Double, Device::Cpu));
         let v = x.randn_like();
         let sigma = Sigma::PerImage(vec![0.1, 0.05]);
-        assert_same_potential_and_grad(&nchw, &nhwc, &x, &sigma, &format!("{act:?}"));
+        let _ = assert_same_potential_and_grad(&nchw, &nhwc, &x, &sigma, &format!("{act:?}"));
         let ha = nchw
             .hessian_vector_product(&x, &sigma, &v, Graph::Inference)
             .unwrap();
