@@ -152,15 +152,23 @@ fn plot(path: &Path, points: &[(f64, f64)]) -> Result<()> {
             .map_err(|e| draw_err(&e))?;
         root.present().map_err(|e| draw_err(&e))?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| PnpError::file(path, "plot buffer has the wrong size"))?;
+    write_rgb_png(path, (w, h), buf).map_err(|reason| PnpError::file(path, reason))
+}
+
+/// Writes a drawn `w × h` RGB buffer as a PNG, atomically (the convergence plots here and
+/// the sweep's figures, which each wrap the reason in their own error naming `path`).
+pub(crate) fn write_rgb_png(
+    path: &Path,
+    (w, h): (u32, u32),
+    buf: Vec<u8>,
+) -> std::result::Result<(), String> {
+    let img = image::RgbImage::from_raw(w, h, buf).ok_or("plot buffer has the wrong size")?;
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgb8(img)
         .write_to(
             &mut std::io::Cursor::new(&mut bytes),
             image::ImageFormat::Png,
         )
-        .map_err(|e| PnpError::file(path, e))?;
-    gradstep_model::write_atomic(path, &bytes)?;
-    Ok(())
+        .map_err(|e| e.to_string())?;
+    gradstep_model::write_atomic(path, &bytes).map_err(|e| e.to_string())
 }

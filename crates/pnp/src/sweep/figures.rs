@@ -249,16 +249,7 @@ pub fn draw(path: &Path, charts: &[Chart]) -> SweepResult<()> {
     let (w, h) = (720 * charts.len().max(1) as u32, 520u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     render(path, &mut buf, (w, h), charts)?;
-    let img = image::RgbImage::from_raw(w, h, buf)
-        .ok_or_else(|| SweepError::plot(path, "plot buffer has the wrong size"))?;
-    let mut bytes = Vec::new();
-    image::DynamicImage::ImageRgb8(img)
-        .write_to(
-            &mut std::io::Cursor::new(&mut bytes),
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| SweepError::plot(path, e))?;
-    gradstep_model::write_atomic(path, &bytes).map_err(|e| SweepError::plot(path, e))
+    crate::monitor::write_rgb_png(path, (w, h), buf).map_err(|e| SweepError::plot(path, e))
 }
 
 fn render(path: &Path, buf: &mut [u8], size: (u32, u32), charts: &[Chart]) -> SweepResult<()> {
