@@ -21,7 +21,7 @@ use anyhow::Context;
 use gradstep_data::{load_image, metrics};
 use gradstep_model::tiling::{floor_to_tile_multiple, too_large_reason, DEFAULT_OVERLAP};
 use gradstep_model::{
-    cuda, Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma, Tiling,
+    cuda, Activation, Checkpoint, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma, Tiling,
 };
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
@@ -247,6 +247,17 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     if gpu {
         tch::Cuda::cudnn_set_benchmark(false);
     }
+    // The files of the tiles check (step 3) are read before the searches, which take minutes
+    // on a GPU: a bad path or file fails at once. They wait on the CPU.
+    let checkpoint = match &a.checkpoint {
+        Some(p) => Some((Checkpoint::read(p)?, p.as_path())),
+        None => None,
+    };
+    let source = a.image.clone().or_else(default_image);
+    let natural = match &source {
+        Some(p) => Some(load_image(p, 3, Device::Cpu)?),
+        None => None,
+    };
     let max_batch = a.max_batch.unwrap_or(if gpu { 4096 } else { 4 });
     let max_side = a.max_side.unwrap_or(if gpu { 32768 } else { 96 });
     let gpu_name = if let Device::Cuda(i) = device {
@@ -349,17 +360,16 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         println!("bench-memory: no colour image fitted; tile check skipped");
         return Ok(());
     };
-    let mut den = match &a.checkpoint {
-        Some(p) => {
-            let mut den = common::load_denoiser(p, device)?.1;
+    let mut den = match &checkpoint {
+        Some((ckpt, p)) => {
+            let mut den = ckpt.denoiser(device, Kind::Float, p)?;
             den.network_mut().set_memory_format(layout)?;
             den
         }
         None => fresh(3)?,
     };
-    let source = a.image.clone().or_else(default_image);
-    let natural = match &source {
-        Some(p) => load_image(p, 3, device)?,
+    let natural = match natural {
+        Some(img) => img.f_to_device(device)?,
         None => Tensor::f_rand([1, 3, 64, 64], (Kind::Float, device))?,
     };
     let weights = match &a.checkpoint {
