@@ -3,7 +3,8 @@
 # model (∇g, GS training step), prox (training step with the spectral-norm penalty) and
 # pnp (GS-PnP deblurring of CBSD10), then memory (largest batch and image, tiles; no anchor).
 # Every row carries its peak GPU memory. Prints one table with the GPU's name; last line:
-# `bench-gpu min-speedup <ratio>` (the smallest of the three speedups).
+# `bench-gpu min-speedup <ratio>` (the smallest of the three speedups; 0 when one of them
+# failed; with a subset in BENCHES, the smallest of those run, and the line says which).
 #
 #   GRADSTEP_BIN    the gradstep binary (default: target/release/gradstep)
 #   ANCHOR_PYTHON   Python with torch 2.11 + deepinv 0.5.0 (default: python3)
@@ -26,9 +27,12 @@ gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
 limit=()
 [ -n "${BENCH_TIMEOUT:-}" ] && limit=(timeout "$BENCH_TIMEOUT")
+ran=" "
 run() { # name, then the command
     local name=$1; shift
     echo "== $name: $*" >&2
+    ran+="$name "
+    rm -f "$out/$name.txt" # a failed run must not show an earlier run's numbers
     "${limit[@]}" "$@" 2>&1 | grep -v 'Warning: at::autocast' | tee "$out/$name.txt" >&2
 }
 for b in ${BENCHES:-model prox pnp memory}; do
@@ -47,9 +51,15 @@ echo "GPU: $gpu"
 echo "| benchmark | speedup vs PyTorch (same run) | goal |"
 echo "|---|---|---|"
 min=""
+measured=()
 for b in model prox pnp; do
-    s=$(speedup $b 2>/dev/null)
     goal=3; [ $b = pnp ] && goal=4
+    if [[ "$ran" != *" $b "* ]]; then
+        echo "| $b | not run (BENCHES) | ${goal}× |"
+        continue
+    fi
+    measured+=("$b")
+    s=$(speedup $b 2>/dev/null)
     echo "| $b | ${s:-failed} | ${goal}× |"
     if [[ "$s" =~ ^[0-9.]+$ ]]; then
         if [ -z "$min" ] || awk "BEGIN{exit !($s < $min)}"; then min=$s; fi
@@ -59,5 +69,15 @@ for b in model prox pnp; do
 done
 echo
 echo "memory (full model, $gpu):"
-grep -sE "^(largest|tiles vs|beyond memory)" "$out/memory.txt" | sed 's/^/  /'
-echo "bench-gpu min-speedup ${min:-0}"
+if [[ "$ran" == *" memory "* ]]; then
+    grep -sE "^(largest|tiles vs|beyond memory)" "$out/memory.txt" | sed 's/^/  /'
+else
+    echo "  not run (BENCHES)"
+fi
+if [ ${#measured[@]} -eq 3 ]; then
+    echo "bench-gpu min-speedup ${min:-0}"
+elif [ ${#measured[@]} -gt 0 ]; then
+    echo "bench-gpu min-speedup ${min:-0} (of ${measured[*]} only)"
+else
+    echo "bench-gpu min-speedup none (no speedup benchmark in BENCHES)"
+fi

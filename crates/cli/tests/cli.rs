@@ -599,3 +599,71 @@ fn bench_pnp_runs_batched_one_at_a_time_and_the_backtracking_check_on_the_cpu() 
         "{s}"
     );
 }
+
+/// `scripts/bench-gpu.sh` with a stand-in binary that prints fixed speedups (prox fails
+/// when `STUB_PROX_FAILS` is set), in `out`; returns the script's stdout.
+fn bench_gpu_with_stub(out: &Path, benches: Option<&str>, prox_fails: bool) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let stub = out.join("gradstep-stub");
+    std::fs::write(
+        &stub,
+        "#!/usr/bin/env bash\n\
+         case $2 in\n\
+           model) echo 'bench-model speedup 4.130' ;;\n\
+           prox) [ -n \"${STUB_PROX_FAILS:-}\" ] && { echo 'out of memory' >&2; exit 1; }\n\
+                 echo 'bench-prox speedup 11.660' ;;\n\
+           pnp) echo 'bench-pnp speedup 3.980' ;;\n\
+           memory) echo 'largest training batch: 312' ;;\n\
+         esac\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = out.join("shared");
+    std::fs::create_dir_all(shared.join("bench")).unwrap();
+    std::fs::write(shared.join("bench/anchor_deepinv.py"), "").unwrap();
+    let mut c = Command::new("bash");
+    c.arg(root.join("scripts/bench-gpu.sh"))
+        .env("GRADSTEP_BIN", &stub)
+        .env("GRADSTEP_SHARED", &shared)
+        .env("OUT_DIR", out.join("logs"))
+        .env_remove("BENCHES")
+        .env_remove("BENCH_TIMEOUT");
+    if let Some(b) = benches {
+        c.env("BENCHES", b);
+    }
+    if prox_fails {
+        c.env("STUB_PROX_FAILS", "1");
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn bench_gpu_reports_the_smallest_speedup_and_never_an_earlier_runs_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let last = |s: &str| s.lines().last().unwrap_or_default().to_string();
+
+    let all = bench_gpu_with_stub(dir.path(), None, false);
+    assert_eq!(last(&all), "bench-gpu min-speedup 3.980", "{all}");
+    assert!(all.contains("| prox | 11.660 | 3× |"), "{all}");
+    assert!(all.contains("largest training batch: 312"), "{all}");
+
+    // Same log folder, prox now fails: its earlier log must not stand in for it.
+    let failed = bench_gpu_with_stub(dir.path(), None, true);
+    assert!(failed.contains("| prox | failed | 3× |"), "{failed}");
+    assert_eq!(last(&failed), "bench-gpu min-speedup 0", "{failed}");
+
+    // A subset says what it left out and whose minimum it prints.
+    let subset = bench_gpu_with_stub(dir.path(), Some("model prox"), false);
+    assert!(
+        subset.contains("| pnp | not run (BENCHES) | 4× |"),
+        "{subset}"
+    );
+    assert_eq!(
+        last(&subset),
+        "bench-gpu min-speedup 4.130 (of model prox only)",
+        "{subset}"
+    );
+}
