@@ -1,6 +1,7 @@
 //! Checkpoints: round trip, atomic writes, and clear errors on bad files.
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use gradstep_model::{
@@ -91,51 +92,42 @@ fn missing_file_names_the_file() {
 fn missing_unexpected_and_misshaped_weights_name_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let (den, path) = tiny_checkpoint(dir.path(), 3);
+    // The error of loading the checkpoint after `edit` changed its tensors.
+    let error_after = |edit: &dyn Fn(&mut BTreeMap<String, Tensor>)| -> String {
+        let mut ckpt =
+            Checkpoint::from_denoiser(&den, DenoiserKind::Gs, serde_json::json!({})).unwrap();
+        edit(&mut ckpt.tensors);
+        ckpt.write(&path).unwrap();
+        Checkpoint::read(&path)
+            .unwrap()
+            .denoiser(Device::Cpu, Kind::Float, &path)
+            .unwrap_err()
+            .to_string()
+    };
     let key = "model.m_down2.1.res.2.weight";
-    // Missing key.
-    let mut ckpt =
-        Checkpoint::from_denoiser(&den, DenoiserKind::Gs, serde_json::json!({})).unwrap();
-    ckpt.tensors.remove(key);
-    ckpt.write(&path).unwrap();
-    let err = Checkpoint::read(&path)
-        .unwrap()
-        .denoiser(Device::Cpu, Kind::Float, &path)
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|t| {
+        t.remove(key);
+    });
     assert!(
         err.contains("m_down2.1.res.2.weight") && err.contains("missing"),
         "{err}"
     );
-    // Shape mismatch.
-    let mut ckpt =
-        Checkpoint::from_denoiser(&den, DenoiserKind::Gs, serde_json::json!({})).unwrap();
-    ckpt.tensors.insert(
-        key.into(),
-        Tensor::zeros([16, 16, 1, 1], (Kind::Float, Device::Cpu)),
-    );
-    ckpt.write(&path).unwrap();
-    let err = Checkpoint::read(&path)
-        .unwrap()
-        .denoiser(Device::Cpu, Kind::Float, &path)
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|t| {
+        t.insert(
+            key.into(),
+            Tensor::zeros([16, 16, 1, 1], (Kind::Float, Device::Cpu)),
+        );
+    });
     assert!(
         err.contains("m_down2.1.res.2.weight") && err.contains("shape"),
         "{err}"
     );
-    // Unexpected key.
-    let mut ckpt =
-        Checkpoint::from_denoiser(&den, DenoiserKind::Gs, serde_json::json!({})).unwrap();
-    ckpt.tensors.insert(
-        "model.m_extra.weight".into(),
-        Tensor::zeros([1], (Kind::Float, Device::Cpu)),
-    );
-    ckpt.write(&path).unwrap();
-    let err = Checkpoint::read(&path)
-        .unwrap()
-        .denoiser(Device::Cpu, Kind::Float, &path)
-        .unwrap_err()
-        .to_string();
+    let err = error_after(&|t| {
+        t.insert(
+            "model.m_extra.weight".into(),
+            Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+        );
+    });
     assert!(err.contains("m_extra.weight"), "{err}");
 }
 
