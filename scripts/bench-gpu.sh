@@ -11,6 +11,8 @@
 #   GRADSTEP_SHARED the shared folder with bench/anchor_deepinv.py and data/CBSD10 (default: ../shared)
 #   OUT_DIR         where the full logs go (default: runs/bench-gpu)
 #   MEMORY_ARGS     extra arguments of `gradstep bench memory` (e.g. --checkpoint, --image)
+#   PNP_ARGS        extra arguments of `gradstep bench pnp` (e.g. --checkpoint: the PSNR gaps
+#                   of the precision variants mean more with trained weights)
 #   BENCHES         which to run, in order (default: "model prox pnp memory")
 #   BENCH_TIMEOUT   seconds allowed to each benchmark (default: no limit), for time-limited calls
 set -uo pipefail
@@ -39,7 +41,7 @@ for b in ${BENCHES:-model prox pnp memory}; do
     case $b in
         model) run model "$bin" bench model --anchor "$anchor" --anchor-python "$py" ;;
         prox) run prox "$bin" bench prox --anchor "$anchor" --anchor-python "$py" ;;
-        pnp) run pnp "$bin" bench pnp --images "$shared/data/CBSD10" --anchor "$anchor" --anchor-python "$py" ;;
+        pnp) run pnp "$bin" bench pnp --images "$shared/data/CBSD10" --anchor "$anchor" --anchor-python "$py" ${PNP_ARGS:-} ;;
         memory) run memory "$bin" bench memory ${MEMORY_ARGS:-} ;;
         *) echo "bench-gpu: unknown benchmark $b in BENCHES (model, prox, pnp, memory)" >&2; exit 2 ;;
     esac

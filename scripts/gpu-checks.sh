@@ -3,9 +3,10 @@
 #   1. 300-step training runs of configs/gs-drunet.json with the speed switches, to check
 #      the validation PSNR of D_σ against the fp32 autograd reference (budget 0.05 dB);
 #   2. scripts/bench-gpu.sh: model (eager variants and CUDA-graph rows), prox, pnp (with the
-#      bf16 / layout variants and the backtracking check) beside the PyTorch anchor, then
-#      memory, whose tiles-vs-whole check uses the default run's 300-step checkpoint from 1
-#      (a trained denoiser is nearly local; random weights are not).
+#      bf16 / fp16 / layout variants and the backtracking check) beside the PyTorch anchor,
+#      then memory. pnp and memory use the default run's 300-step checkpoint from 1: the
+#      PSNR gaps of the 16-bit variants and the tiles-vs-whole check mean little with random
+#      weights (a random network is neither close to x nor nearly local).
 #
 #   GRADSTEP_BIN     the gradstep binary (default: target/release/gradstep)
 #   GRADSTEP_SHARED  folder with bench/anchor_deepinv.py and data/CBSD68 (default: ../shared)
@@ -51,9 +52,13 @@ if [ "$part" != bench ]; then
 fi
 [ "$part" = train ] && exit 0
 memory_args="--image $shared/data/CBSD68/0000.png"
+pnp_args=""
 ckpt=$runs/$default_run/checkpoints/step-00000300.safetensors
-[ -f "$ckpt" ] && memory_args="$memory_args --checkpoint $ckpt"
+if [ -f "$ckpt" ]; then
+    memory_args="$memory_args --checkpoint $ckpt"
+    pnp_args="--checkpoint $ckpt"
+fi
 GRADSTEP_BIN=$bin GRADSTEP_SHARED=$shared ANCHOR_PYTHON=${ANCHOR_PYTHON:-python3} OUT_DIR=$out/bench \
-    BENCH_TIMEOUT=${BENCH_TIMEOUT:-240} MEMORY_ARGS="$memory_args" \
+    BENCH_TIMEOUT=${BENCH_TIMEOUT:-240} MEMORY_ARGS="$memory_args" PNP_ARGS="$pnp_args" \
     bash scripts/bench-gpu.sh > "$out/bench-gpu.txt" 2>&1
 grep -E "^(ours|adjoint|headline|with backtracking|\||bench|GPU|estimates|batched|largest|tiles|beyond|  )" "$out/bench-gpu.txt"
