@@ -91,7 +91,8 @@ pub struct RunOptions {
     /// out of memory) or TILE[:OVERLAP] (pixels, multiples of 8; overlap 32 by default).
     #[arg(long, default_value = "whole")]
     pub tiling: Tiling,
-    /// fp32, or bf16 (CUDA autocast for the convolutions; no effect on the CPU).
+    /// fp32, bf16 or fp16 (CUDA autocast for the convolutions; no effect on the CPU). fp16
+    /// keeps TF32's mantissa at bf16's speed.
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
     /// contiguous (NCHW) or channels_last (NHWC) weights and activations (default:

@@ -1,5 +1,5 @@
 // What tch's C API does not expose and gradstep needs on a GPU: the autocast precision
-// (bf16 instead of fp16), cuDNN's TF32 switch, the caching allocator's statistics, and
+// (bf16 or fp16), cuDNN's TF32 switch, the caching allocator's statistics, and
 // CUDA graphs (capture on a side stream, replay).
 // Every entry point catches C++ exceptions: nothing may unwind into Rust.
 #include <ATen/Context.h>
@@ -73,9 +73,12 @@ c10::CachingAllocator::Stat allocated_bytes(int device) {
 
 extern "C" {
 
-// Makes CUDA autocast regions (tch::autocast) compute in bfloat16. Returns 0 on success.
-int gradstep_autocast_use_bf16() {
-  return guarded([] { at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16); });
+// Makes CUDA autocast regions compute in float16 (half != 0) or bfloat16. Returns 0 on
+// success.
+int gradstep_autocast_set_dtype(int half) {
+  return guarded([half] {
+    at::autocast::set_autocast_dtype(at::kCUDA, half != 0 ? at::kHalf : at::kBFloat16);
+  });
 }
 
 // Enters (enabled != 0) or leaves a CUDA autocast region, with the non-deprecated API
@@ -93,6 +96,18 @@ int gradstep_autocast_region(int enabled) {
       }
       at::autocast::set_autocast_enabled(at::kCUDA, false);
     }
+    return before ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Switches CUDA autocast on or off inside a region, leaving its nesting and cache alone (a
+// float32 operation in the middle of an autocast region). Returns whether it was on, or -1.
+int gradstep_autocast_set_enabled(int enabled) {
+  try {
+    bool before = at::autocast::is_autocast_enabled(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, enabled != 0);
     return before ? 1 : 0;
   } catch (...) {
     return -1;

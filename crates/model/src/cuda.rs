@@ -4,11 +4,14 @@
 //! callers need no `cfg`.
 use tch::Device;
 
+use crate::Precision;
+
 #[cfg(gradstep_cuda_ext)]
 mod ffi {
     extern "C" {
-        pub fn gradstep_autocast_use_bf16() -> i32;
+        pub fn gradstep_autocast_set_dtype(half: i32) -> i32;
         pub fn gradstep_autocast_region(enabled: i32) -> i32;
+        pub fn gradstep_autocast_set_enabled(enabled: i32) -> i32;
         pub fn gradstep_set_cudnn_tf32(allow: i32) -> i32;
         pub fn gradstep_cuda_peak_allocated(device: i32) -> i64;
         pub fn gradstep_cuda_allocated(device: i32) -> i64;
@@ -31,29 +34,66 @@ mod graph_ffi {
     }
 }
 
-/// Makes CUDA autocast regions ([`tch::autocast`]) compute in bfloat16 (fp32's range, so
-/// no loss scaling) instead of float16. Returns whether it took effect.
-pub fn autocast_use_bf16() -> bool {
+/// Whether CUDA autocast can run here (a CUDA device and the shim): where it cannot,
+/// [`autocast`] runs its closure in float32.
+pub fn autocast_available() -> bool {
     #[cfg(gradstep_cuda_ext)]
     {
-        tch::Cuda::is_available() && unsafe { ffi::gradstep_autocast_use_bf16() } == 0
+        // Asked at every network pass: libtorch's answer, once.
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(tch::Cuda::is_available)
     }
     #[cfg(not(gradstep_cuda_ext))]
     false
 }
 
-/// Runs `f` with CUDA autocast in bfloat16 when `enabled` (and CUDA is there), else plainly.
-/// Convolutions then run in bf16 while parameters and their gradients stay float32.
-pub fn bf16_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+/// Runs `f` under CUDA autocast in `precision` (plainly for [`Precision::Fp32`], or where
+/// [`autocast_available`] says no). Convolutions then run in bf16 or fp16 while parameters,
+/// their gradients and autocast's float32 operations (reductions, `exp`, `softplus`) stay
+/// float32.
+pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
     #[cfg(gradstep_cuda_ext)]
-    if enabled && autocast_use_bf16() {
-        unsafe { ffi::gradstep_autocast_region(1) };
+    {
+        let half = match precision {
+            Precision::Fp32 => None,
+            Precision::Bf16 => Some(0),
+            Precision::Fp16 => Some(1),
+        };
+        // The dtype is libtorch's global state: set on every entry, since the bf16 and fp16
+        // regions may alternate (benchmarks).
+        if let Some(half) = half.filter(|_| autocast_available()) {
+            if unsafe { ffi::gradstep_autocast_set_dtype(half) } == 0 {
+                unsafe { ffi::gradstep_autocast_region(1) };
+                let out = f();
+                unsafe { ffi::gradstep_autocast_region(0) };
+                return out;
+            }
+        }
+    }
+    let _ = precision;
+    f()
+}
+
+/// Runs `f` in float32 inside an [`autocast`] region (plainly outside one, or without CUDA).
+pub fn without_autocast<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(gradstep_cuda_ext)]
+    if autocast_available() && unsafe { ffi::gradstep_autocast_set_enabled(0) } == 1 {
         let out = f();
-        unsafe { ffi::gradstep_autocast_region(0) };
+        unsafe { ffi::gradstep_autocast_set_enabled(1) };
         return out;
     }
-    let _ = enabled;
     f()
+}
+
+/// [`autocast`] in bfloat16 when `enabled` (training's switch: bf16 has float32's range,
+/// so it needs no loss scaling), else plainly.
+pub fn bf16_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
+    let precision = if enabled {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
+    };
+    autocast(precision, f)
 }
 
 /// Lets cuDNN use TF32 for float32 convolutions (libtorch's default) or forbids it (strict
@@ -245,5 +285,6 @@ mod tests {
         reset_peak(Device::Cpu);
         empty_cache();
         assert_eq!(bf16_autocast(true, || 7), 7);
+        assert_eq!(autocast(Precision::Fp16, || without_autocast(|| 8)), 8);
     }
 }

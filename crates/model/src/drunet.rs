@@ -271,7 +271,15 @@ impl Drunet {
             }
         }
         let skip = skips.pop().expect("head skip");
-        let n = conv3x3(&t.f_add(&skip)?, &self.tail)?;
+        // N_σ(x) ≈ x, so r = x − N_σ(x) is a difference of nearly equal numbers: rounded to
+        // 16 bits, N would cost r its last digits (bf16: ±2e-3 at 0.5, against r ≈ σ). Under
+        // autocast the tail convolution therefore takes its 16-bit input to the weights'
+        // precision and runs outside autocast, as a float32 (TF32) convolution does: N keeps
+        // a float32 output, and only the features carry 16-bit rounding.
+        let tail_in = t.f_add(&skip)?;
+        let n = crate::cuda::without_autocast(|| {
+            conv3x3(&tail_in.f_to_kind(self.kind())?, &self.tail)
+        })?;
         let n = if ph > 0 || pw > 0 {
             n.f_narrow(2, 0, h)?.f_narrow(3, 0, w)?
         } else {

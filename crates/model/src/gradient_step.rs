@@ -203,10 +203,7 @@ impl GradientStepDenoiser {
         graph: Graph,
     ) -> Result<(Tensor, Tensor)> {
         match graph {
-            Graph::Inference => {
-                let bf16 = self.precision == Precision::Bf16;
-                crate::cuda::bf16_autocast(bf16, || self.inference(x, sigma))
-            }
+            Graph::Inference => crate::cuda::autocast(self.precision, || self.inference(x, sigma)),
             Graph::Training => self.whole(x, sigma, Graph::Training),
         }
     }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::adam::AdamConfig;
 use crate::error::{Result, TrainError};
 use crate::overrides;
-use crate::performance::PerformanceConfig;
+use crate::performance::{PerformanceConfig, Precision};
 use crate::prox::ProxPenaltyConfig;
 
 /// Everything a training run needs besides the device.
@@ -258,6 +258,12 @@ impl TrainConfig {
     /// Checks values serde cannot.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.model.validate().map_err(|e| format!("model: {e}"))?;
+        if self.performance.precision == Precision::Fp16 {
+            return Err(
+                "performance.precision = fp16 is for inference only: float16 gradients would need loss scaling, which the trainer does not do; train in bf16 or fp32"
+                    .into(),
+            );
+        }
         if self.performance.cuda_graph && !matches!(self.objective, Objective::Gs) {
             return Err(
                 "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)"

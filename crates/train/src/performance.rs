@@ -11,7 +11,7 @@ pub struct PerformanceConfig {
     /// Precision of the denoiser's forward pass: with `bf16`, CUDA autocast runs the
     /// forward pass of `D_σ` (and the Prox penalty's products) in bfloat16; parameters, their
     /// gradients, Adam and the loss `‖D_σ(y) − x‖²` stay float32. No effect on the CPU
-    /// (the trainer warns once).
+    /// (the trainer warns once). `fp16` is refused (inference only).
     #[serde(default)]
     pub precision: Precision,
     /// Memory layout of weights and activations (`channels_last`: NHWC strides).

@@ -151,7 +151,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     };
     let validation = load_validation(cfg, &mut messages)?;
     if cfg.performance.precision == Precision::Bf16
-        && !(device.is_cuda() && gradstep_model::cuda::autocast_use_bf16())
+        && !(device.is_cuda() && gradstep_model::cuda::autocast_available())
     {
         messages.push(format!(
             "warning: performance.precision = bf16 has no effect on {device:?} (CUDA autocast only): training in float32"

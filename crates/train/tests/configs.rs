@@ -109,4 +109,12 @@ fn overrides_reach_nested_fields_and_unknown_keys_fail() {
             .to_string();
         assert!(err.contains("gs-drunet-tiny.json"), "{bad}: {err}");
     }
+    // fp16 is an inference precision: training in it is refused up front, by name.
+    let err = TrainConfig::load(&path, &["performance.precision=fp16".to_string()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("gs-drunet-tiny.json") && err.contains("fp16") && err.contains("bf16"),
+        "{err}"
+    );
 }

@@ -282,7 +282,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
 
     // 1. Training batch.
     let den = fresh(3)?;
-    let precisions: &[(&str, bool)] = if gpu && cuda::autocast_use_bf16() {
+    let precisions: &[(&str, bool)] = if gpu && cuda::autocast_available() {
         &[("fp32", false), ("bf16", true)]
     } else {
         &[("fp32", false)]

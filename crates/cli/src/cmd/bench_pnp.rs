@@ -201,6 +201,11 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
                 Precision::Bf16,
                 MemoryFormat::ChannelsLast,
             ),
+            (
+                "fp16 channels-last",
+                Precision::Fp16,
+                MemoryFormat::ChannelsLast,
+            ),
         ] {
             if (precision, layout) == (default_options.precision, default_options.memory_format) {
                 continue;
@@ -270,10 +275,11 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
 }
 
 /// GS-PnP *with* backtracking (the papers' setting, which the timed runs leave out to match
-/// the anchor) in the default precision and, on CUDA, in bf16: bf16 rounding of `F` could
-/// reject good steps near convergence (more backtracks, smaller `τ`, other results). Prints
-/// the rate, the backtracks, the smallest `τ`, the accepted increases of `F` (0 by
-/// construction) and the PSNR gap, the numbers that decide whether bf16 can be the default.
+/// the anchor) in the default precision and, on CUDA, in bf16 and fp16: their rounding of
+/// `F` could reject good steps near convergence (more backtracks, smaller `τ`, other
+/// results). Prints the rate, the backtracks, the smallest `τ`, the accepted increases of
+/// `F` (0 by construction) and the PSNR gap, the numbers that decide whether a 16-bit
+/// precision can be the default.
 fn backtracking_check(
     mut den: GradientStepDenoiser,
     problems: &[RestorationProblem],
@@ -288,8 +294,12 @@ fn backtracking_check(
     let items: Vec<_> = problems.iter().map(|p| (p, &with_bt)).collect();
     let device = den.network().device();
     let mut precisions = vec![default_options.precision];
-    if device.is_cuda() && default_options.precision != Precision::Bf16 {
-        precisions.push(Precision::Bf16);
+    if device.is_cuda() {
+        for p in [Precision::Bf16, Precision::Fp16] {
+            if p != default_options.precision {
+                precisions.push(p);
+            }
+        }
     }
     let mut first: Option<Vec<Restoration>> = None;
     for precision in precisions {
