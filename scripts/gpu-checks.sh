@@ -61,4 +61,4 @@ fi
 GRADSTEP_BIN=$bin GRADSTEP_SHARED=$shared ANCHOR_PYTHON=${ANCHOR_PYTHON:-python3} OUT_DIR=$out/bench \
     BENCH_TIMEOUT=${BENCH_TIMEOUT:-240} MEMORY_ARGS="$memory_args" PNP_ARGS="$pnp_args" \
     bash scripts/bench-gpu.sh > "$out/bench-gpu.txt" 2>&1
-grep -E "^(ours|adjoint|headline|with backtracking|\||bench|GPU|estimates|batched|largest|tiles|beyond|  )" "$out/bench-gpu.txt"
+grep -E "^(ours|adjoint|∇g|headline|with backtracking|\||bench|GPU|estimates|batched|largest|tiles|beyond|  )" "$out/bench-gpu.txt"
