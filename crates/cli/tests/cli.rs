@@ -667,3 +667,73 @@ fn bench_gpu_reports_the_smallest_speedup_and_never_an_earlier_runs_numbers() {
         "{subset}"
     );
 }
+
+#[test]
+fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let img = shared.join("data/set3c/butterfly.png");
+    let restore = |out: &Path, extra: &[&str]| {
+        gradstep()
+            .args(["restore", "--device", "cpu", "--task", "deblur"])
+            .args(["--kernel", "uniform", "--noise", "7.65"])
+            .arg("--checkpoint")
+            .arg(trained_tiny())
+            .args(extra)
+            .arg(&img)
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("ok");
+    let o = restore(&out, &["--max-iter", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("gs-pgd (deblur): 3 iterations"), "{s}");
+    let psnr = |prefix: &str| -> f64 {
+        s.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{prefix}` line in {s}"))
+    };
+    // Three GS-PnP steps of a trained denoiser already sharpen a 9×9 uniform blur.
+    assert!(
+        psnr("restored: PSNR ") > psnr("observed: PSNR ") + 0.5,
+        "{s}"
+    );
+    for f in [
+        "observed.png",
+        "restored.png",
+        "convergence.json",
+        "config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+
+    // Bad settings stop the run before the output folder exists.
+    let bad = dir.path().join("bad");
+    let o = restore(&bad, &["--max-iter", "0"]);
+    assert_clear_error(&o, &["max_iter", "at least 1"]);
+    let o = gradstep()
+        .args([
+            "restore",
+            "--task",
+            "inpaint",
+            "--keep",
+            "1.5",
+            "--checkpoint",
+            "c",
+        ])
+        .arg(&img)
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--keep") && stderr(&o).contains("[0, 1]"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!bad.exists());
+}

@@ -47,6 +47,28 @@ fn unknown_fields_are_rejected() {
 }
 
 #[test]
+fn an_empty_iteration_budget_is_refused_by_name() {
+    // The loop steps before it tests the budget, so 0 would quietly run one iteration.
+    for (kind, field) in [
+        (AlgorithmKind::GsPgd, "max_iter"),
+        (AlgorithmKind::ProxDrs, "max_iter"),
+        (AlgorithmKind::Hqs, "iterations"),
+    ] {
+        let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
+        c.validate().unwrap();
+        match &mut c {
+            AlgorithmConfig::GsPgd(g) => g.max_iter = 0,
+            AlgorithmConfig::ProxPgd(p)
+            | AlgorithmConfig::ProxDrs(p)
+            | AlgorithmConfig::ProxDrsDiff(p) => p.max_iter = 0,
+            AlgorithmConfig::Hqs(h) => h.iterations = 0,
+        }
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(field) && err.contains("at least 1"), "{err}");
+    }
+}
+
+#[test]
 fn matlab_gaussian_and_uniform_kernels() {
     let g = Kernel::gaussian(25, 1.6).unwrap();
     let v = g.values();

@@ -48,8 +48,8 @@ pub struct Common {
     /// Maximum number of iterations (overrides the config).
     #[arg(long)]
     pub max_iter: Option<usize>,
-    /// Keep probability of the inpainting mask.
-    #[arg(long, default_value_t = 0.5)]
+    /// Keep probability of the inpainting mask (0 to 1).
+    #[arg(long, default_value_t = 0.5, value_parser = probability)]
     pub keep: f64,
     /// Seed of the noise (and of the inpainting mask).
     #[arg(long, default_value_t = 0)]
@@ -230,4 +230,13 @@ fn report(
         outdir.display()
     );
     Ok(())
+}
+
+/// A probability argument: a number in `[0, 1]`.
+fn probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        Ok(p) => Err(format!("must be in [0, 1], got {p}")),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -245,6 +245,19 @@ impl AlgorithmConfig {
                 )))
             }
         };
+        let (iterations_name, iterations) = match self {
+            AlgorithmConfig::GsPgd(c) => ("max_iter", c.max_iter),
+            AlgorithmConfig::ProxPgd(c)
+            | AlgorithmConfig::ProxDrs(c)
+            | AlgorithmConfig::ProxDrsDiff(c) => ("max_iter", c.max_iter),
+            AlgorithmConfig::Hqs(c) => ("iterations", c.iterations),
+        };
+        // The loop makes at least one step before it tests the budget: 0 cannot be kept.
+        if iterations == 0 {
+            return Err(PnpError::Invalid(format!(
+                "{iterations_name} must be at least 1"
+            )));
+        }
         match self {
             AlgorithmConfig::GsPgd(c) => {
                 pos("lambda", c.lambda)?;
