@@ -272,6 +272,12 @@ impl KernelSpec {
     pub fn load(&self, kernel_dir: &Path) -> Result<Kernel> {
         let pick = |file: &str, i: usize| -> Result<Kernel> {
             let path = kernel_dir.join(file);
+            if !path.exists() {
+                return Err(PnpError::file(
+                    &path,
+                    "not found: the benchmark kernels are read from the shared data's kernels/ folder (`--kernel-dir` or `$GRADSTEP_SHARED` on the command line, `settings.kernel_dir` in a sweep)",
+                ));
+            }
             let mut set = load_kernel_set(&path)?;
             if i >= set.len() {
                 return Err(PnpError::file(

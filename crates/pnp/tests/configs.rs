@@ -90,6 +90,15 @@ fn kernel_lists_parse() {
     assert_eq!(l.len(), 10);
     assert_eq!(l[7], KernelSpec::Levin(7));
     assert!(KernelSpec::parse_list("blurry").is_err());
+    // A missing benchmark set names its path and how to point at the right folder.
+    let err = KernelSpec::Levin(0)
+        .load(std::path::Path::new("/no/such/kernels"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/no/such/kernels/levin09.json") && err.contains("--kernel-dir"),
+        "{err}"
+    );
 }
 
 #[test]
