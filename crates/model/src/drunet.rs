@@ -145,13 +145,23 @@ impl Drunet {
 
     /// Lays the weights out in `format` (in place: the variables keep their identity, so
     /// optimisers and checkpoints see the same tensors) and makes later passes use it.
+    ///
+    /// Gradients already accumulated move with their weights: autograd accumulates into an
+    /// existing `.grad` in that tensor's layout, and a gradient left NCHW under an NHWC
+    /// weight breaks libtorch's gradient layout contract (its warning, and a copy per step).
     pub fn set_memory_format(&mut self, format: MemoryFormat) -> Result<()> {
+        let lay_out = |t: &Tensor| match format {
+            MemoryFormat::ChannelsLast => channels_last(t),
+            MemoryFormat::Contiguous => Ok(t.f_contiguous()?),
+        };
         for (_, mut v) in self.vs.variables() {
-            let laid_out = match format {
-                MemoryFormat::ChannelsLast => channels_last(&v)?,
-                MemoryFormat::Contiguous => v.f_contiguous()?,
-            };
+            let laid_out = lay_out(&v)?;
             tch::no_grad(|| v.f_set_data(&laid_out))?;
+            let mut grad = v.grad();
+            if grad.defined() {
+                let laid_out = lay_out(&grad)?;
+                tch::no_grad(|| grad.f_set_data(&laid_out))?;
+            }
         }
         self.memory_format = format;
         Ok(())

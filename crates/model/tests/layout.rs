@@ -55,6 +55,40 @@ fn weights_get_nhwc_strides_in_place() {
 }
 
 #[test]
+fn gradients_follow_their_weights_to_a_new_layout() {
+    // A benchmark (or a user) switches the layout of a network that has trained: the
+    // gradients autograd accumulates into must keep matching their weights' strides.
+    tch::manual_seed(5);
+    let mut net = Drunet::new(&DrunetConfig::tiny(Activation::Elu), Device::Cpu).unwrap();
+    net.var_store_mut().double();
+    let x = Tensor::rand([1, 3, 16, 16], (Kind::Double, Device::Cpu));
+    let backward = |net: &Drunet| {
+        net.forward(&x, &Sigma::Scalar(0.1))
+            .unwrap()
+            .square()
+            .sum(Kind::Double)
+            .backward()
+    };
+    backward(&net);
+    for format in [MemoryFormat::ChannelsLast, MemoryFormat::Contiguous] {
+        let before: Vec<(String, Tensor)> = net
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(n, v)| (n, v.grad().copy()))
+            .collect();
+        net.set_memory_format(format).unwrap();
+        let vars = net.var_store().variables();
+        for (name, old) in &before {
+            let (v, g) = (&vars[name], vars[name].grad());
+            assert_eq!(g.stride(), v.stride(), "{name} after {format:?}");
+            assert_eq!(rel(&g, old), 0.0, "{name}: the gradient's values moved");
+        }
+        backward(&net);
+    }
+}
+
+#[test]
 fn gradient_and_hessian_products_match_nchw() {
     for act in [Activation::Elu, Activation::Softplus] {
         let (nchw, nhwc) = pair(act);
