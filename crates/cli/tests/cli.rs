@@ -737,3 +737,50 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
     );
     assert!(!bad.exists());
 }
+
+#[test]
+fn eval_tabulates_every_noise_level_and_checks_its_arguments_first() {
+    let Some(shared) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let eval = |out: &Path, extra: &[&str]| {
+        gradstep()
+            .args([
+                "eval",
+                "--device",
+                "cpu",
+                "--task",
+                "deblur",
+                "--max-iter",
+                "2",
+            ])
+            .arg("--checkpoint")
+            .arg(trained_tiny())
+            .arg("--images")
+            .arg(shared.join("data/set3c"))
+            .arg("--kernel-dir")
+            .arg(shared.join("data/kernels"))
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("ok");
+    let o = eval(&out, &["--noise", "2.55,7.65", "--kernels", "uniform"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    // 3 images × 1 kernel × 2 noise levels, after the header.
+    assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    assert!(csv.lines().any(|l| l.contains(",uniform,1,7.65,")), "{csv}");
+    assert!(stdout(&o).contains("| **mean** |"), "{}", stdout(&o));
+
+    // Wrong arguments fail before any image is restored or any folder is made.
+    let bad = dir.path().join("bad");
+    let o = eval(&bad, &["--kernels", "levin:12"]);
+    assert_clear_error(&o, &["levin09.json", "index 12"]);
+    let o = eval(&bad, &["--noise=2.55,-1", "--kernels", "uniform"]);
+    assert_clear_error(&o, &["--noise", "-1"]);
+    let o = eval(&bad, &["--noise", "2.55,x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!bad.exists());
+}

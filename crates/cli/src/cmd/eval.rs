@@ -21,15 +21,16 @@ pub struct Args {
     /// Folder of clean images (PNG, JPEG, BMP, TIFF), in name order.
     #[arg(long)]
     images: PathBuf,
-    /// Noise levels ν (0–255), comma-separated (denoise default: 5,15,25,50).
-    #[arg(long)]
-    noise: Option<String>,
+    /// Noise levels ν (0–255), comma-separated (default 2.55,7.65,12.75; denoise:
+    /// 5,15,25,50).
+    #[arg(long, value_delimiter = ',')]
+    noise: Option<Vec<f64>>,
     /// Kernels, e.g. levin:0-7,uniform,gaussian (deblur default) or k12:0-7 (sr default).
     #[arg(long)]
     kernels: Option<String>,
     /// Super-resolution factors, comma-separated.
-    #[arg(long, default_value = "2,3")]
-    scales: String,
+    #[arg(long, value_delimiter = ',', default_values_t = [2, 3])]
+    scales: Vec<i64>,
     /// Use at most this many images.
     #[arg(long)]
     max_images: Option<usize>,
@@ -53,16 +54,6 @@ struct Row {
     seconds: f64,
 }
 
-fn parse_list(s: &str) -> anyhow::Result<Vec<f64>> {
-    s.split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<f64>()
-                .with_context(|| format!("bad number `{v}` in `{s}`"))
-        })
-        .collect()
-}
-
 fn image_files(dir: &Path, max: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
@@ -83,8 +74,56 @@ fn image_files(dir: &Path, max: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Runs the command.
+///
+/// Everything the arguments can get wrong (noise levels, kernels, scales, algorithm
+/// settings) is checked before the denoiser and the images are loaded and before the output
+/// folder exists. The tables are rewritten after each noise level, so an interrupted or
+/// failed evaluation keeps the levels it finished.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let c = &a.common;
+    let noises = match &a.noise {
+        Some(n) => n.clone(),
+        None if c.task == TaskArg::Denoise => vec![5.0, 15.0, 25.0, 50.0],
+        None => vec![2.55, 7.65, 12.75],
+    };
+    if let Some(bad) = noises.iter().find(|n| !(n.is_finite() && **n >= 0.0)) {
+        bail!("--noise levels must be ≥ 0 (0–255 scale), got {bad}");
+    }
+    let kernels: Vec<Option<KernelSpec>> = match c.task {
+        TaskArg::Deblur => {
+            KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
+                .into_iter()
+                .map(Some)
+                .collect()
+        }
+        TaskArg::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => vec![None],
+    };
+    let scales = if c.task == TaskArg::Sr {
+        a.scales.clone()
+    } else {
+        vec![1]
+    };
+    // Each (kernel, scale) task with its algorithm config per noise level.
+    let mut tasks = Vec::new();
+    for k in &kernels {
+        for &s in &scales {
+            let (task, kind) = task_for(c.task, k.as_ref(), s, c)?;
+            let label = k
+                .as_ref()
+                .map(|k| k.to_string())
+                .unwrap_or_else(|| "mask".into());
+            let configs = noises
+                .iter()
+                .map(|&n| algorithm_config(c, kind, n))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            tasks.push((label, s, task, configs));
+        }
+    }
+
     let device = common::parse_device(c.device.as_deref())?;
     common::autotune_convolutions(device);
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
@@ -101,12 +140,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Ok((name, load_image(p, channels, device)?))
         })
         .collect::<anyhow::Result<_>>()?;
-    let default_noise = if c.task == TaskArg::Denoise {
-        "5,15,25,50"
-    } else {
-        "2.55,7.65,12.75"
-    };
-    let noises = parse_list(a.noise.as_deref().unwrap_or(default_noise))?;
     let algo = if c.task == TaskArg::Denoise {
         "denoiser"
     } else {
@@ -121,54 +154,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if c.task == TaskArg::Denoise {
         return denoise_table(&den, &images, &noises, c.seed, &out);
     }
-    let kernels: Vec<Option<KernelSpec>> = match c.task {
-        TaskArg::Deblur => {
-            KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
-                .into_iter()
-                .map(Some)
-                .collect()
-        }
-        TaskArg::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
-            .into_iter()
-            .map(Some)
-            .collect(),
-        _ => vec![None],
-    };
-    let scales: Vec<i64> = if c.task == TaskArg::Sr {
-        parse_list(&a.scales)?
-            .into_iter()
-            .map(|s| s as i64)
-            .collect()
-    } else {
-        vec![1]
-    };
     let max_batch = a.max_batch.unwrap_or(if device.is_cuda() { 8 } else { 2 });
     let mut rows = Vec::new();
-    for &noise in &noises {
+    for (level, &noise) in noises.iter().enumerate() {
         let mut problems = Vec::new();
         let mut configs = Vec::new();
         let mut labels = Vec::new();
-        for k in &kernels {
-            for &s in &scales {
-                let (task, kind) = task_for(c.task, k.as_ref(), s, c)?;
-                let cfg = algorithm_config(c, kind, noise)?;
-                for (name, img) in &images {
-                    problems.push(
-                        RestorationProblem::synthesize(img, &task, noise, c.seed)
-                            .with_context(|| name.clone())?,
-                    );
-                    configs.push(cfg.clone());
-                    labels.push((
-                        name.clone(),
-                        k.as_ref()
-                            .map(|k| k.to_string())
-                            .unwrap_or_else(|| "mask".into()),
-                        s,
-                    ));
-                }
+        for (kernel, scale, task, level_configs) in &tasks {
+            for (name, img) in &images {
+                problems.push(
+                    RestorationProblem::synthesize(img, task, noise, c.seed)
+                        .with_context(|| name.clone())?,
+                );
+                configs.push(&level_configs[level]);
+                labels.push((name.clone(), kernel.clone(), *scale));
             }
         }
-        let items: Vec<_> = problems.iter().zip(&configs).collect();
+        let items: Vec<_> = problems.iter().zip(configs).collect();
         let results = restore_all(&den, &items, max_batch)?;
         for ((p, r), (image, kernel, scale)) in problems.iter().zip(&results).zip(labels) {
             let truth = p.ground_truth.as_ref().context("no ground truth")?;
@@ -185,9 +187,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             });
         }
         eprintln!("ν = {noise}: {} restorations done", results.len());
+        write_outputs(&out, &rows)?;
     }
     print_table(&rows, &noises);
-    write_outputs(&out, &rows)
+    Ok(())
 }
 
 fn mean(v: impl Iterator<Item = f64>) -> f64 {

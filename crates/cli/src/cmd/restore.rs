@@ -122,7 +122,7 @@ pub fn task_for(
         }
         TaskArg::Sr => {
             if scale < 2 {
-                bail!("--scale must be at least 2, got {scale}");
+                bail!("the super-resolution factor (--scale, --scales) must be at least 2, got {scale}");
             }
             let spec = kernel.cloned().unwrap_or(KernelSpec::Kernels12(0));
             (
