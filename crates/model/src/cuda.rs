@@ -50,7 +50,9 @@ pub fn autocast_available() -> bool {
 /// Runs `f` under CUDA autocast in `precision` (plainly for [`Precision::Fp32`], or where
 /// [`autocast_available`] says no). Convolutions then run in bf16 or fp16 while parameters,
 /// their gradients and autocast's float32 operations (reductions, `exp`, `softplus`) stay
-/// float32.
+/// float32. Regions do not nest: leaving one switches autocast off, so callers open one at a
+/// single level (the denoiser's inference, or training's loss) and call the network inside
+/// with [`Precision::Fp32`], which opens none.
 pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
     #[cfg(gradstep_cuda_ext)]
     {
