@@ -122,7 +122,7 @@ const AHEAD: usize = 2;
 /// What the worker sends: the step, its `ξ` (CPU) and its levels `σ`.
 type Drawn = Result<(u64, Tensor, Vec<f64>)>;
 
-/// The noise of steps `first, first + 1, …`, drawn [`AHEAD`] steps ahead on a worker thread
+/// The noise of steps `first, first + 1, …`, drawn `AHEAD` (2) steps ahead on a worker thread
 /// (into page-locked memory when the batches go to CUDA, so that the copy does not block).
 pub struct NoisePrefetch {
     rx: Option<Receiver<Drawn>>,

@@ -1,4 +1,4 @@
-//! The PnP algorithms, all run by one shared loop ([`driver`]) over batches of problems.
+//! The PnP algorithms, all run by one shared loop (`driver`) over batches of problems.
 //!
 //! [`restore`] runs one problem; [`restore_batch`] runs problems of one image size, degradation
 //! kind and algorithm together (each keeps its own `τ`, backtracking and stopping; results
