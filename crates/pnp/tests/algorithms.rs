@@ -285,13 +285,7 @@ fn every_algorithm_runs_on_every_task() {
             AlgorithmKind::Hqs,
         ] {
             let mut c = AlgorithmConfig::reference(algo, kind, 7.65);
-            match &mut c {
-                AlgorithmConfig::GsPgd(g) => g.max_iter = 3,
-                AlgorithmConfig::ProxPgd(g)
-                | AlgorithmConfig::ProxDrs(g)
-                | AlgorithmConfig::ProxDrsDiff(g) => g.max_iter = 3,
-                AlgorithmConfig::Hqs(h) => h.iterations = 3,
-            }
+            c.set_iterations(3);
             let r = restore(&den, &p, &c).unwrap();
             assert!(
                 r.iterations <= 3 && r.iterations >= 1,

@@ -56,13 +56,7 @@ fn an_empty_iteration_budget_is_refused_by_name() {
     ] {
         let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
         c.validate().unwrap();
-        match &mut c {
-            AlgorithmConfig::GsPgd(g) => g.max_iter = 0,
-            AlgorithmConfig::ProxPgd(p)
-            | AlgorithmConfig::ProxDrs(p)
-            | AlgorithmConfig::ProxDrsDiff(p) => p.max_iter = 0,
-            AlgorithmConfig::Hqs(h) => h.iterations = 0,
-        }
+        c.set_iterations(0);
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains(field) && err.contains("at least 1"), "{err}");
     }

@@ -154,13 +154,7 @@ pub fn algorithm_config(c: &Common, kind: TaskKind, noise: f64) -> anyhow::Resul
         cfg.set_sigma(s);
     }
     if let Some(m) = c.max_iter {
-        match &mut cfg {
-            AlgorithmConfig::GsPgd(g) => g.max_iter = m,
-            AlgorithmConfig::ProxPgd(p)
-            | AlgorithmConfig::ProxDrs(p)
-            | AlgorithmConfig::ProxDrsDiff(p) => p.max_iter = m,
-            AlgorithmConfig::Hqs(h) => h.iterations = m,
-        }
+        cfg.set_iterations(m);
     }
     cfg.validate()?;
     Ok(cfg)

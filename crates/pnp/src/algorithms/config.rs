@@ -234,6 +234,28 @@ impl AlgorithmConfig {
         }
     }
 
+    /// Sets the iteration budget (`max_iter`; HQS's fixed `iterations`).
+    pub fn set_iterations(&mut self, iterations: usize) {
+        match self {
+            AlgorithmConfig::GsPgd(c) => c.max_iter = iterations,
+            AlgorithmConfig::ProxPgd(c)
+            | AlgorithmConfig::ProxDrs(c)
+            | AlgorithmConfig::ProxDrsDiff(c) => c.max_iter = iterations,
+            AlgorithmConfig::Hqs(c) => c.iterations = iterations,
+        }
+    }
+
+    /// The iteration budget and the name of its field.
+    fn iterations(&self) -> (&'static str, usize) {
+        match self {
+            AlgorithmConfig::GsPgd(c) => ("max_iter", c.max_iter),
+            AlgorithmConfig::ProxPgd(c)
+            | AlgorithmConfig::ProxDrs(c)
+            | AlgorithmConfig::ProxDrsDiff(c) => ("max_iter", c.max_iter),
+            AlgorithmConfig::Hqs(c) => ("iterations", c.iterations),
+        }
+    }
+
     /// Checks that every setting is in range.
     pub fn validate(&self) -> Result<()> {
         let pos = |name: &str, v: f64| {
@@ -245,13 +267,7 @@ impl AlgorithmConfig {
                 )))
             }
         };
-        let (iterations_name, iterations) = match self {
-            AlgorithmConfig::GsPgd(c) => ("max_iter", c.max_iter),
-            AlgorithmConfig::ProxPgd(c)
-            | AlgorithmConfig::ProxDrs(c)
-            | AlgorithmConfig::ProxDrsDiff(c) => ("max_iter", c.max_iter),
-            AlgorithmConfig::Hqs(c) => ("iterations", c.iterations),
-        };
+        let (iterations_name, iterations) = self.iterations();
         // The loop makes at least one step before it tests the budget: 0 cannot be kept.
         if iterations == 0 {
             return Err(PnpError::Invalid(format!(
