@@ -228,6 +228,9 @@ pub fn algorithm_config(p: &Point) -> Result<AlgorithmConfig> {
     if let Some(s) = p.sigma_den_255() {
         c.set_sigma(s);
     }
+    if let Some(n) = p.settings.max_iter {
+        c.set_iterations(n);
+    }
     let name = c.name();
     let bad = |what: &str| PnpError::Invalid(format!("{what} does not apply to {name}"));
     match &mut c {
@@ -237,7 +240,6 @@ pub fn algorithm_config(p: &Point) -> Result<AlgorithmConfig> {
             }
             g.tau0 = p.tau0.or(g.tau0);
             g.backtracking = p.settings.backtracking.unwrap_or(g.backtracking);
-            g.max_iter = p.settings.max_iter.unwrap_or(g.max_iter);
             g.tol = p.settings.tol.or(g.tol);
         }
         AlgorithmConfig::ProxPgd(x)
@@ -247,14 +249,12 @@ pub fn algorithm_config(p: &Point) -> Result<AlgorithmConfig> {
                 return Err(bad("tau0"));
             }
             x.alpha = p.alpha.unwrap_or(x.alpha);
-            x.max_iter = p.settings.max_iter.unwrap_or(x.max_iter);
             x.tol = p.settings.tol.or(x.tol);
         }
-        AlgorithmConfig::Hqs(h) => {
+        AlgorithmConfig::Hqs(_) => {
             if p.tau0.is_some() || p.alpha.is_some() {
                 return Err(bad("tau0 / alpha"));
             }
-            h.iterations = p.settings.max_iter.unwrap_or(h.iterations);
         }
     }
     c.validate()?;
