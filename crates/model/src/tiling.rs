@@ -150,26 +150,14 @@ pub(crate) fn spans(n: i64, tile: i64, overlap: i64) -> Vec<Span> {
     out
 }
 
-/// Whether a libtorch error is the device running out of memory.
-pub fn is_out_of_memory(e: &ModelError) -> bool {
-    match e {
-        ModelError::Torch(t) => mentions_out_of_memory(&t.to_string()),
-        _ => false,
-    }
-}
-
-/// Whether an error message is libtorch's out-of-memory report (CUDA's caching allocator
-/// says "CUDA out of memory"; the CPU allocator "DefaultCPUAllocator: can't allocate memory").
-pub fn mentions_out_of_memory(message: &str) -> bool {
-    message.contains("out of memory") || message.contains("can't allocate memory")
-}
-
 /// Why libtorch refused an input as too large for the device at once, if it did: "out of
 /// memory", or "32-bit indexing" (cuDNN's convolutions of a single image refuse tensors of
 /// 2³¹ elements or more, e.g. 64 channels of a 5,800² image, which on a large card comes
 /// before memory runs out). Either way, smaller tiles run.
 pub fn too_large_reason(message: &str) -> Option<&'static str> {
-    if mentions_out_of_memory(message) {
+    // CUDA's caching allocator says "CUDA out of memory"; the CPU allocator
+    // "DefaultCPUAllocator: can't allocate memory".
+    if message.contains("out of memory") || message.contains("can't allocate memory") {
         Some("out of memory")
     } else if ["32BitIndexMath", "32-bit index", "INT_MAX"]
         .iter()
@@ -311,7 +299,8 @@ mod tests {
     #[test]
     fn halving_gives_up_below_the_minimum_and_passes_other_errors() {
         let r = halve_until_fits(256, 64, |_| Err::<(), _>(oom()));
-        assert!(r.is_err_and(|e| is_out_of_memory(&e)));
+        assert!(r.is_err_and(|e| matches!(&e, ModelError::Torch(t)
+            if too_large_reason(&t.to_string()) == Some("out of memory"))));
         let mut calls = 0;
         let r = halve_until_fits(256, 64, |_| {
             calls += 1;
