@@ -588,6 +588,18 @@ mod tests {
         );
     }
 
+    /// Asserts that two parameters hold the same values to `tol`; returns the first's.
+    fn assert_same_values(a: &Tensor, b: &Tensor, tol: f64) -> Vec<f64> {
+        let (x, y): (Vec<f64>, Vec<f64>) = (
+            Vec::try_from(&a.to_kind(Kind::Double)).unwrap(),
+            Vec::try_from(&b.to_kind(Kind::Double)).unwrap(),
+        );
+        for (p, q) in x.iter().zip(&y) {
+            assert!((p - q).abs() < tol, "{x:?} vs {y:?}");
+        }
+        x
+    }
+
     /// The device step (what a CUDA graph replays) makes the same updates as the host step,
     /// clipping included, and counts its steps on the device.
     #[test]
@@ -616,13 +628,7 @@ mod tests {
         }
         assert_eq!(hyper.step.double_value(&[0]), 4.0);
         assert_eq!(dev.step_count(), 0, "the host counter is not advanced");
-        let (a, b): (Vec<f64>, Vec<f64>) = (
-            Vec::try_from(&th.to_kind(Kind::Double)).unwrap(),
-            Vec::try_from(&td.to_kind(Kind::Double)).unwrap(),
-        );
-        for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
-        }
+        let a = assert_same_values(&th, &td, 1e-6);
         assert!(
             a.iter().zip([1.0, -2.0, 0.5]).all(|(x, x0)| *x != x0),
             "it moved"
@@ -650,13 +656,7 @@ mod tests {
             a.step().unwrap();
             b.step().unwrap();
         }
-        let (x, y): (Vec<f64>, Vec<f64>) = (
-            Vec::try_from(&ta.to_kind(Kind::Double)).unwrap(),
-            Vec::try_from(&tb.to_kind(Kind::Double)).unwrap(),
-        );
-        for (p, q) in x.iter().zip(&y) {
-            assert!((p - q).abs() < 1e-6, "{x:?} vs {y:?}");
-        }
+        assert_same_values(&ta, &tb, 1e-6);
         let (ma, _) = a.state().unwrap();
         let (mb, _) = b.state().unwrap();
         assert!(ma["m.w"].allclose(&mb["m.w"], 1e-6, 1e-7, false));
