@@ -10,7 +10,7 @@
 //! from its own ChaCha stream, `crate::prox::start_vector`), so the noise can be drawn ahead:
 //! [`NoisePrefetch`] draws the next steps' `ξ` on a worker thread while the device trains
 //! (torch's CPU sampler takes ~3 ms for a 16×3×128² batch, long enough to leave a GPU idle
-//! at every step), with exactly the values [`step_noise`] gives.
+//! at every step), with exactly the values [`draw_noise`] gives.
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
@@ -73,21 +73,6 @@ pub fn draw_noise(
     Ok((xi, sigmas))
 }
 
-/// [`draw_noise`] for a batch shaped like `like`, with `ξ` on `like`'s device and in its
-/// precision.
-pub fn step_noise(
-    like: &Tensor,
-    cfg: &NoiseConfig,
-    seed: u64,
-    step: u64,
-) -> Result<(Tensor, Vec<f64>)> {
-    let (xi, sigmas) = draw_noise(&like.size(), cfg, seed, step)?;
-    Ok((
-        xi.f_to_kind(like.kind())?.f_to_device(like.device())?,
-        sigmas,
-    ))
-}
-
 /// `y = x + σξ` for clean patches `clean` `[B, C, P, P]` and the noise of a step (`ξ` on
 /// any device, moved to `clean`'s), and the `σ` to give the denoiser.
 pub fn add_noise(clean: &Tensor, xi: &Tensor, sigmas: Vec<f64>) -> Result<(Tensor, Sigma)> {
@@ -112,7 +97,7 @@ pub fn noisy_batch(
     seed: u64,
     step: u64,
 ) -> Result<(Tensor, Sigma)> {
-    let (xi, sigmas) = step_noise(clean, cfg, seed, step)?;
+    let (xi, sigmas) = draw_noise(&clean.size(), cfg, seed, step)?;
     add_noise(clean, &xi, sigmas)
 }
 
