@@ -16,6 +16,9 @@ use crate::overrides;
 use crate::performance::{PerformanceConfig, Precision};
 use crate::prox::ProxPenaltyConfig;
 
+/// Why `performance.cuda_graph` is refused with the Prox objective.
+pub(crate) const CUDA_GRAPH_GS_ONLY: &str = "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)";
+
 /// Everything a training run needs besides the device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -265,10 +268,7 @@ impl TrainConfig {
             );
         }
         if self.performance.cuda_graph && !matches!(self.objective, Objective::Gs) {
-            return Err(
-                "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)"
-                    .into(),
-            );
+            return Err(CUDA_GRAPH_GS_ONLY.into());
         }
         if let Objective::Prox(p) = &self.objective {
             p.validate().map_err(|e| format!("objective: {e}"))?;

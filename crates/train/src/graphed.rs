@@ -19,12 +19,12 @@
 //!
 //! The noise is the ordinary step's ([`crate::noise::draw_noise`]), so a run can switch
 //! between the two on resume.
-use gradstep_model::cuda::{bf16_autocast, CudaGraph};
+use gradstep_model::cuda::{autocast, CudaGraph};
 use gradstep_model::{GradientStepDenoiser, Precision, Sigma};
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::{Adam, DeviceHyper};
-use crate::config::{Objective, TrainConfig};
+use crate::config::{Objective, TrainConfig, CUDA_GRAPH_GS_ONLY};
 use crate::error::{Result, TrainError};
 use crate::logging::StepScalars;
 use crate::trainer::{denoising_loss, read_step_numbers};
@@ -38,7 +38,7 @@ struct Buffers {
     noise: Tensor,
     /// `σ` per image, `[B, 1, 1, 1]`.
     sigma: Tensor,
-    bf16: bool,
+    precision: Precision,
     clip: Option<f64>,
 }
 
@@ -53,7 +53,7 @@ impl Buffers {
         let s = self.clean.size();
         let noisy = self.clean.f_add(&self.noise.f_mul(&self.sigma)?)?;
         let sigma = Sigma::Map(self.sigma.f_expand([s[0], 1, s[2], s[3]], false)?);
-        let mse = bf16_autocast(self.bf16, || {
+        let mse = autocast(self.precision, || {
             denoising_loss(den, &self.clean, &noisy, &sigma)
         })?;
         adam.zero_grad()?;
@@ -84,9 +84,7 @@ impl GraphedStep {
     /// taken from `adam` (create it after a resume has restored Adam).
     pub fn new(cfg: &TrainConfig, adam: &Adam, device: Device) -> Result<Self> {
         if !matches!(cfg.objective, Objective::Gs) {
-            return Err(TrainError::Config(
-                "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)".into(),
-            ));
+            return Err(TrainError::Config(CUDA_GRAPH_GS_ONLY.into()));
         }
         let d = &cfg.data;
         let (b, p) = (d.batch_size, d.patch_size);
@@ -101,7 +99,7 @@ impl GraphedStep {
                 clean: Tensor::f_zeros([b, d.channels, p, p], opts)?,
                 noise: Tensor::f_zeros([b, d.channels, p, p], opts)?,
                 sigma: Tensor::f_zeros([b, 1, 1, 1], opts)?,
-                bf16: cfg.performance.precision == Precision::Bf16,
+                precision: cfg.performance.precision,
                 clip: cfg.clip_grad_norm,
             },
             hyper: adam.device_hyper()?,

@@ -68,6 +68,8 @@ impl TrainOutcome {
 
 /// Trains as `cfg` says; see the module doc.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    // `TrainConfig::load` validates too; a config built in code is checked here.
+    cfg.validate().map_err(TrainError::Config)?;
     let device = opts.device;
     if device.is_cuda() {
         // Every step has the same shapes: let cuDNN pick the fastest algorithms once.
@@ -308,17 +310,17 @@ fn train_step(
     lr: f64,
 ) -> Result<StepScalars> {
     let (noisy, sigma) = noise::add_noise(clean, &noise.0, noise.1)?;
-    let bf16 = cfg.performance.precision == Precision::Bf16;
+    let precision = cfg.performance.precision;
     let (mse, loss, prox) = match &cfg.objective {
         Objective::Gs => {
-            let mse = gradstep_model::cuda::bf16_autocast(bf16, || {
+            let mse = gradstep_model::cuda::autocast(precision, || {
                 denoising_loss(denoiser, clean, &noisy, &sigma)
             })?;
             (mse.shallow_clone(), mse, None)
         }
         Objective::Prox(p) => {
             // One graph of ∇g_σ(y) serves both D_σ(y) = y − ∇g_σ(y) and the penalty.
-            let (at, mse) = gradstep_model::cuda::bf16_autocast(bf16, || -> Result<_> {
+            let (at, mse) = gradstep_model::cuda::autocast(precision, || -> Result<_> {
                 let at = denoiser.gradient_at(&noisy, &sigma)?;
                 let d = noisy.f_sub(&at.grad().f_to_kind(Kind::Float)?)?;
                 let mse = squared_error(&d, clean)?;
