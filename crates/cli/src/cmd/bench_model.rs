@@ -385,7 +385,8 @@ pub fn gs_training_step(
     Ok(())
 }
 
-/// `mean ‖D_σ(noisy) − clean‖²` with its training graph, `D_σ` under bf16 autocast if asked.
+/// The trainer's loss `mean ‖D_σ(noisy) − clean‖²` with its training graph, `D_σ` under
+/// bf16 autocast if asked.
 fn denoising_loss(
     den: &GradientStepDenoiser,
     clean: &Tensor,
@@ -393,13 +394,9 @@ fn denoising_loss(
     sigma: &Sigma,
     bf16: bool,
 ) -> anyhow::Result<Tensor> {
-    gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<Tensor> {
-        let d = den.denoise(noisy, sigma, Graph::Training)?;
-        Ok(d.f_to_kind(Kind::Float)?
-            .f_sub(clean)?
-            .f_square()?
-            .f_mean(Kind::Float)?)
-    })
+    Ok(gradstep_model::cuda::bf16_autocast(bf16, || {
+        gradstep_train::trainer::denoising_loss(den, clean, noisy, sigma)
+    })?)
 }
 
 /// Relative errors of the explicit adjoint against autograd on `device` in float32: `∇g` of
@@ -428,11 +425,7 @@ fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> anyhow::Result<(f
     let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
     let mut grads = Vec::new();
     for den in [&adjoint, &autograd] {
-        let loss = den
-            .denoise(&noisy, &sigma, Graph::Training)?
-            .f_sub(&clean)?
-            .f_square()?
-            .f_mean(Kind::Float)?;
+        let loss = denoising_loss(den, &clean, &noisy, &sigma, false)?;
         let vars = den.network().var_store().variables();
         let mut names: Vec<_> = vars.keys().cloned().collect();
         names.sort();
