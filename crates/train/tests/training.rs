@@ -146,6 +146,21 @@ fn resume_is_exact_and_guarded() {
 }
 
 #[test]
+fn a_config_built_in_code_is_validated_by_train() {
+    let (_serial, dir) = sandbox(2, 32, 32);
+    let root = dir.path();
+    let mut cfg = config(root, "fp16", &[]);
+    cfg.performance.precision = gradstep_train::performance::Precision::Fp16;
+    let err = train(&cfg, &opts(false)).unwrap_err();
+    assert!(matches!(err, TrainError::Config(_)), "{err}");
+    assert!(err.to_string().contains("fp16"), "{err}");
+    assert!(
+        !cfg.run_dir().exists(),
+        "nothing is written for a refused config"
+    );
+}
+
+#[test]
 fn divergence_stops_and_keeps_the_last_good_checkpoint() {
     let (_serial, dir) = sandbox(2, 32, 32);
     let root = dir.path();
