@@ -710,6 +710,21 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // GS-PnP returns the official z; the last iterate x is recorded beside it.
+    let log: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("convergence.json")).unwrap()).unwrap();
+    assert_eq!(log["returned"], "z", "{log}");
+    let logged = log["psnr"]["returned"].as_f64().unwrap_or(f64::NAN);
+    assert!((logged - psnr("restored: PSNR ")).abs() < 0.01, "{log}");
+    assert!(log["psnr"]["last_iterate"].as_f64().is_some(), "{log}");
+    assert!(s.contains("last iterate x: PSNR "), "{s}");
+    assert!(
+        log["records"][1]["relative_value_change"]
+            .as_f64()
+            .is_some(),
+        "{log}"
+    );
+    assert!(log["stop_label"].as_str().is_some(), "{log}");
 
     // Bad settings stop the run before the output folder exists.
     let bad = dir.path().join("bad");
@@ -771,6 +786,12 @@ fn eval_tabulates_every_noise_level_and_checks_its_arguments_first() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     // 3 images × 1 kernel × 2 noise levels, after the header.
     assert_eq!(csv.lines().count(), 1 + 6, "{csv}");
+    // The table is of GS-PnP's returned z, with the last iterate x beside it.
+    assert!(
+        csv.starts_with("image,kernel,scale,noise,returned,psnr,ssim,psnr_last_iterate,"),
+        "{csv}"
+    );
+    assert!(csv.lines().skip(1).all(|l| l.contains(",z,")), "{csv}");
     assert!(csv.lines().any(|l| l.contains(",uniform,1,7.65,")), "{csv}");
     assert!(stdout(&o).contains("| **mean** |"), "{}", stdout(&o));
 

@@ -20,6 +20,7 @@ pub mod dataset;
 mod error;
 pub mod image_io;
 pub mod metrics;
+pub mod observation_noise;
 pub mod patch;
 pub mod plan;
 pub mod sampler;

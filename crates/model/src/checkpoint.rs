@@ -56,7 +56,16 @@ pub struct Checkpoint {
     pub tensors: BTreeMap<String, Tensor>,
 }
 
+/// The section where `gradstep lipschitz --record` keeps its result: `max` is the largest
+/// estimate of `‖∇²g_σ‖₂` over its images and noise levels (a Prox denoiser needs it < 1).
+pub const LIPSCHITZ_SECTION: &str = "lipschitz";
+
 impl Checkpoint {
+    /// The largest recorded `‖∇²g_σ‖₂` estimate ([`LIPSCHITZ_SECTION`]), if one was recorded.
+    pub fn recorded_lipschitz_max(&self) -> Option<f64> {
+        self.sections.get(LIPSCHITZ_SECTION)?.get("max")?.as_f64()
+    }
+
     /// A checkpoint of `denoiser`'s current weights (copied to the CPU).
     pub fn from_denoiser(
         denoiser: &GradientStepDenoiser,

@@ -31,11 +31,11 @@ mod problem;
 pub mod sweep;
 
 pub use algorithms::{
-    restore, restore_all, restore_batch, AlgorithmConfig, AlgorithmKind, GsPgdConfig, HqsConfig,
-    ProxConfig, Restoration, SigmaWarmup, StopReason, TaskKind,
+    restore, restore_all, restore_batch, AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig,
+    HqsConfig, Monotonicity, ProxConfig, Restoration, SigmaWarmup, StopReason, TaskKind,
 };
 pub use error::{PnpError, Result};
 pub use kernels::{Kernel, KernelSpec};
 pub use monitor::IterationRecord;
 pub use operators::{Degradation, LinearOperator};
-pub use problem::{bicubic_upsample, RestorationProblem, Task};
+pub use problem::{bicubic_upsample, sr_crop_note, RestorationProblem, Task};

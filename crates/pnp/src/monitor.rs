@@ -24,8 +24,11 @@ pub struct IterationRecord {
     pub regulariser: f64,
     /// The DRS Lyapunov function `Ψ` (Prox-PnP DRS / DRSdiff); NaN for the other algorithms.
     pub lyapunov: f64,
-    /// `‖x_{k+1} − x_k‖ / ‖x_k‖` (NaN at the start).
-    pub relative_change: f64,
+    /// The relative step `‖x_{k+1} − x_k‖ / ‖x_k‖` of the iterate (NaN at the start).
+    pub relative_step: f64,
+    /// The stopping rule's quantity: the relative change `|V_k − V_{k+1}| / |V_{k+1}|` of the
+    /// tested value `V` (`F`, or `Ψ` for DRS; NaN at the start and where `V` is unknown).
+    pub relative_value_change: f64,
     /// The step `τ` used.
     pub tau: f64,
     /// PSNR (dB) of the current output when the ground truth is known.
@@ -39,14 +42,53 @@ pub struct IterationRecord {
 pub struct ConvergenceLog<'a> {
     /// Algorithm name.
     pub algorithm: &'a str,
+    /// The variable returned as the restored image (`z`, `x` or `y`, as the official code).
+    pub returned: &'a str,
     /// Accepted iterations.
     pub iterations: usize,
     /// Why it stopped.
     pub stop: crate::StopReason,
+    /// The stop in words, with the monotonicity of the tested value when it failed.
+    pub stop_label: String,
+    /// Increases of the tested value (`F` or `Ψ`) where the theory says it decreases.
+    pub monotonicity: crate::Monotonicity,
+    /// PSNR (dB) of the returned image and of the last iterate `x_K` (clipped), when the
+    /// ground truth is known.
+    pub psnr: FinalPsnr,
+    /// Warnings about the run (e.g. a Prox-PnP algorithm with a denoiser not shown to be
+    /// proximal).
+    pub warnings: &'a [String],
     /// `[min, max]` of the objective and PSNR axes of the plots (finite values only).
     pub plot_ranges: PlotRanges,
     /// The records.
     pub records: &'a [IterationRecord],
+}
+
+/// The final PSNRs of a run.
+#[derive(Debug, Serialize)]
+pub struct FinalPsnr {
+    /// Of the returned image.
+    pub returned: Option<f64>,
+    /// Of the last iterate `x_K`.
+    pub last_iterate: Option<f64>,
+}
+
+/// The stop in words: `converged`, `max-iterations`, … followed, when the tested value
+/// increased, by e.g. `objective not monotone (224 increases in 254 iterations, max 1.0e-5 rel.)`.
+pub fn stop_label(stop: crate::StopReason, m: &crate::Monotonicity) -> String {
+    let reason = match stop {
+        crate::StopReason::Converged => "converged".to_string(),
+        crate::StopReason::ToleranceNotMonotone => "stopped: tolerance".to_string(),
+        other => format!("stopped: {}", other.name()),
+    };
+    if m.is_monotone() {
+        reason
+    } else {
+        format!(
+            "{reason}, {} not monotone ({} increases in {} iterations, max {:.1e} rel.)",
+            m.quantity, m.increases, m.tested, m.max_relative_increase
+        )
+    }
 }
 
 /// Axis ranges of the PNG plots.
@@ -80,13 +122,26 @@ fn series(
 }
 
 /// Writes the records of a run to `path` as JSON (atomically).
-pub fn write_json(path: &Path, restoration: &crate::Restoration, algorithm: &str) -> Result<()> {
+pub fn write_json(
+    path: &Path,
+    restoration: &crate::Restoration,
+    config: &crate::AlgorithmConfig,
+    warnings: &[String],
+) -> Result<()> {
     let obj = series(&restoration.records, |r| Some(r.objective));
     let psnr = series(&restoration.records, |r| r.psnr);
     let log = ConvergenceLog {
-        algorithm,
+        algorithm: config.name(),
+        returned: config.returned_variable(),
         iterations: restoration.iterations,
         stop: restoration.stop,
+        stop_label: stop_label(restoration.stop, &restoration.monotonicity),
+        monotonicity: restoration.monotonicity,
+        psnr: FinalPsnr {
+            returned: restoration.psnr,
+            last_iterate: restoration.last_iterate_psnr,
+        },
+        warnings,
         plot_ranges: PlotRanges {
             objective: range(&obj),
             psnr: range(&psnr),

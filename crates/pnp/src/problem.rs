@@ -1,6 +1,8 @@
 //! A restoration problem: the operator `A`, the observation `y = A x + ν n` and, when known,
 //! the ground truth `x`, with the algorithms' starting point.
-use tch::{Device, Kind, Tensor};
+use tch::Tensor;
+
+use gradstep_data::observation_noise::official_gaussian_noise;
 
 use crate::error::{PnpError, Result};
 use crate::kernels::Kernel;
@@ -49,8 +51,12 @@ pub struct RestorationProblem {
 
 impl RestorationProblem {
     /// Degrades `clean` (`[1, C, H, W]` on `[0, 1]`): `y = A x + (ν/255) n` with `n ~ N(0, I)`
-    /// drawn from `seed` on the CPU (so `y` does not depend on the device). For
-    /// super-resolution the image is first cropped to a multiple of the scale.
+    /// drawn on the host as the official scripts draw it (`np.random.seed(seed)`, then
+    /// `np.random.normal` over the `H × W × C` observation; see
+    /// [`official_gaussian_noise`]), so `y` does not depend on the device. The inpainting mask
+    /// comes from an independent generator of the same seed. For super-resolution the image is
+    /// first cropped to a multiple of the scale (a deviation, announced on stderr: the
+    /// official script blurs the uncropped image and then cannot score it).
     pub fn synthesize(clean: &Tensor, task: &Task, noise_255: f64, seed: i64) -> Result<Self> {
         let s = clean.size();
         if s.len() != 4 || s[0] != 1 {
@@ -85,9 +91,7 @@ impl RestorationProblem {
             }
         };
         let ax = degradation.forward(&clean)?;
-        tch::manual_seed(seed);
-        let noise = Tensor::f_randn(ax.size(), (Kind::Double, Device::Cpu))?
-            .f_mul_scalar(noise_255 / 255.0)?
+        let noise = official_gaussian_noise(&ax.size(), noise_255 / 255.0, seed)?
             .f_to_kind(kind)?
             .f_to_device(device)?;
         let noise = match &degradation {
@@ -139,34 +143,60 @@ impl RestorationProblem {
     }
 
     /// The image shape `[1, C, H, W]` the problem restores.
+    ///
+    /// For super-resolution this is the clean image cropped to a multiple of the scale: see
+    /// [`sr_crop_note`].
     pub fn image_shape(&self) -> Vec<i64> {
         self.init.size()
     }
 }
 
-/// Bicubic upsampling by `scale` aligned with the decimation that keeps pixel `(s·i, s·j)`:
-/// high-resolution pixel `p` takes the bicubic interpolant at low-resolution coordinate `p/s`
-/// (what GS-PnP does with `cv2.resize(INTER_CUBIC)` then `shift_pixel`), borders clamped.
+/// A note when super-resolution by `scale` crops an `h × w` image (a deviation from the
+/// official script, which blurs the uncropped image and then cannot score it); `None` when
+/// the scale divides both sides or the task is not super-resolution.
+pub fn sr_crop_note(task: &Task, h: i64, w: i64) -> Option<String> {
+    match task {
+        Task::SuperResolution { scale, .. } if *scale > 0 && (h % scale != 0 || w % scale != 0) => {
+            Some(format!(
+                "super-resolution ×{scale}: the {h}×{w} image is cropped to {}×{} (a multiple of \
+                 the scale) before it is blurred and decimated; see configs/pnp/README.md, deviation 6",
+                h - h % scale,
+                w - w % scale
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The official super-resolution start: `cv2.resize(y, (s·w, s·h), INTER_CUBIC)` followed by
+/// `shift_pixel(·, s)` (GS-PnP's `utils_sr`), i.e.
+/// 1. bicubic upsampling with half-pixel centres (`a = −0.75`, replicated borders: torch's
+///    `upsample_bicubic2d` without `align_corners` is OpenCV's `INTER_CUBIC`), then
+/// 2. the shift towards the upper left by `(s − 1)/2` pixels: bilinear interpolation at
+///    `min(p + (s − 1)/2, n − 1)` (scipy's linear `interp2d`, whose evaluation points are
+///    clipped to the grid), which aligns high-resolution pixel `s·i` with low-resolution pixel
+///    `i` as the decimation keeps it.
 pub fn bicubic_upsample(y: &Tensor, scale: i64) -> Result<Tensor> {
     let s = y.size();
     let (b, h, w) = (s[0], s[2], s[3]);
+    let (hs, ws) = (h * scale, w * scale);
+    let up = y.f_upsample_bicubic2d([hs, ws], false, scale as f64, scale as f64)?;
+    let shift = (scale - 1) as f64 * 0.5;
     let opts = (y.kind(), y.device());
     let coord = |n: i64| -> Result<Tensor> {
-        // normalised coordinate with align_corners: −1 ↔ pixel 0, 1 ↔ pixel n − 1.
-        let p = Tensor::f_arange(n * scale, opts)?.f_div_scalar(scale as f64)?;
+        // Clipped evaluation point, normalised with align_corners: −1 ↔ 0, 1 ↔ n − 1.
+        let p = Tensor::f_arange(n, opts)?
+            .f_add_scalar(shift)?
+            .f_clamp_max((n - 1) as f64)?;
         Ok(p.f_mul_scalar(2.0 / ((n - 1).max(1) as f64))?
             .f_sub_scalar(1.0)?)
     };
-    let gy = coord(h)?
-        .f_view([h * scale, 1])?
-        .f_expand([h * scale, w * scale], false)?;
-    let gx = coord(w)?
-        .f_view([1, w * scale])?
-        .f_expand([h * scale, w * scale], false)?;
+    let gy = coord(hs)?.f_view([hs, 1])?.f_expand([hs, ws], false)?;
+    let gx = coord(ws)?.f_view([1, ws])?.f_expand([hs, ws], false)?;
     let grid = Tensor::f_stack(&[gx, gy], 2)?
         .f_unsqueeze(0)?
-        .f_expand([b, h * scale, w * scale, 2], false)?
+        .f_expand([b, hs, ws, 2], false)?
         .f_contiguous()?;
-    // interpolation 2 = bicubic, padding 1 = border.
-    Ok(y.f_grid_sampler(&grid, 2, 1, true)?)
+    // interpolation 0 = bilinear, padding 1 = border.
+    Ok(up.f_grid_sampler(&grid, 0, 1, true)?)
 }

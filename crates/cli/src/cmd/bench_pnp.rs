@@ -10,8 +10,8 @@ use gradstep_model::{
     Activation, Drunet, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision,
 };
 use gradstep_pnp::{
-    restore, restore_all, AlgorithmConfig, GsPgdConfig, Kernel, Restoration, RestorationProblem,
-    Task,
+    restore, restore_all, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, Restoration,
+    RestorationProblem, Task,
 };
 
 use super::bench::{architecture, gib, run_anchor, sync};
@@ -112,6 +112,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
         max_iter: a.iters,
         tol: None,
         warmup: None,
+        output: GsOutput::Z,
     });
     let n = problems.len();
     println!(

@@ -48,9 +48,15 @@ struct Row {
     kernel: String,
     scale: i64,
     noise: f64,
+    /// The variable the PSNR / SSIM are of (GS-PnP: `z` as the official code, or `x`).
+    returned: &'static str,
     psnr: f64,
     ssim: f64,
+    /// PSNR / SSIM of the last iterate `x_K`.
+    psnr_last_iterate: f64,
+    ssim_last_iterate: f64,
     iterations: usize,
+    stop: &'static str,
     seconds: f64,
 }
 
@@ -127,6 +133,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let device = common::parse_device(c.device.as_deref())?;
     common::autotune_convolutions(device);
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
+    let warnings = match tasks.first() {
+        Some((_, _, _, configs)) if c.task != TaskArg::Denoise => configs
+            .first()
+            .map(|cfg| super::restore::denoiser_warnings(cfg, &ckpt, &c.checkpoint))
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     let den = den.with_options(&c.run.inference(device))?;
     let channels = ckpt.model.architecture.channels;
     let files = image_files(&a.images, a.max_images)?;
@@ -151,6 +164,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/pnp-eval-{task_name}-{algo}")));
     common::create_dir(&out)?;
+    if !warnings.is_empty() {
+        let path = out.join("warnings.txt");
+        gradstep_model::write_atomic(&path, (warnings.join("\n") + "\n").as_bytes())?;
+    }
     if c.task == TaskArg::Denoise {
         return denoise_table(&den, &images, &noises, c.seed, &out);
     }
@@ -162,6 +179,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut labels = Vec::new();
         for (kernel, scale, task, level_configs) in &tasks {
             for (name, img) in &images {
+                let size = img.size();
+                if level == 0 {
+                    if let Some(note) = gradstep_pnp::sr_crop_note(task, size[2], size[3]) {
+                        eprintln!("note: {name}: {note}");
+                    }
+                }
                 problems.push(
                     RestorationProblem::synthesize(img, task, noise, c.seed)
                         .with_context(|| name.clone())?,
@@ -170,19 +193,27 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 labels.push((name.clone(), kernel.clone(), *scale));
             }
         }
+        let configs_used = configs.clone();
         let items: Vec<_> = problems.iter().zip(configs).collect();
         let results = restore_all(&den, &items, max_batch)?;
-        for ((p, r), (image, kernel, scale)) in problems.iter().zip(&results).zip(labels) {
+        for (((p, r), (image, kernel, scale)), cfg) in
+            problems.iter().zip(&results).zip(labels).zip(&configs_used)
+        {
             let truth = p.ground_truth.as_ref().context("no ground truth")?;
             let x = r.image.f_clamp(0.0, 1.0)?;
+            let last = r.last_iterate.f_clamp(0.0, 1.0)?;
             rows.push(Row {
                 image,
                 kernel,
                 scale,
                 noise,
+                returned: cfg.returned_variable(),
                 psnr: metrics::psnr(&x, truth)?[0],
                 ssim: metrics::ssim(&x, truth)?[0],
+                psnr_last_iterate: metrics::psnr(&last, truth)?[0],
+                ssim_last_iterate: metrics::ssim(&last, truth)?[0],
                 iterations: r.iterations,
+                stop: r.stop.name(),
                 seconds: r.seconds,
             });
         }
@@ -236,11 +267,24 @@ fn print_table(rows: &[Row], noises: &[f64]) {
 }
 
 fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
-    let mut csv = String::from("image,kernel,scale,noise,psnr,ssim,iterations,seconds\n");
+    let mut csv = String::from(
+        "image,kernel,scale,noise,returned,psnr,ssim,psnr_last_iterate,ssim_last_iterate,iterations,stop,seconds\n",
+    );
     for r in rows {
         csv += &format!(
-            "{},{},{},{},{:.4},{:.5},{},{:.4}\n",
-            r.image, r.kernel, r.scale, r.noise, r.psnr, r.ssim, r.iterations, r.seconds
+            "{},{},{},{},{},{:.4},{:.5},{:.4},{:.5},{},{},{:.4}\n",
+            r.image,
+            r.kernel,
+            r.scale,
+            r.noise,
+            r.returned,
+            r.psnr,
+            r.ssim,
+            r.psnr_last_iterate,
+            r.ssim_last_iterate,
+            r.iterations,
+            r.stop,
+            r.seconds
         );
     }
     gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gradstep_data::load_image;
-use gradstep_model::{write_atomic, Sigma};
+use gradstep_model::{write_atomic, Checkpoint, Sigma, LIPSCHITZ_SECTION};
 use gradstep_train::prox::{hessian_norms, ProxPenaltyConfig, SpectralEstimator};
 use serde::Serialize;
 use tch::Tensor;
@@ -93,6 +93,11 @@ pub struct Args {
     /// Write the per-image results and the summary here as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Record the result (max over images and levels, per-σ max and mean, estimator) in the
+    /// checkpoint itself (section `lipschitz`, rewritten atomically), so that `restore`,
+    /// `eval` and sweeps can warn when a Prox-PnP run uses a denoiser with max ≥ 1.
+    #[arg(long)]
+    record: bool,
     /// cpu, cuda or cuda:N (default: CUDA when available).
     #[arg(long)]
     device: Option<String>,
@@ -231,6 +236,31 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             mean,
             images: rows,
         });
+    }
+    if a.record {
+        let overall = reports
+            .iter()
+            .map(|r| r.max)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut ckpt = Checkpoint::read(&a.checkpoint)?;
+        ckpt.sections.insert(
+            LIPSCHITZ_SECTION.into(),
+            serde_json::json!({
+                "max": overall,
+                "images": a.images,
+                "image_count": images.len(),
+                "crop": a.crop,
+                "estimator": cfg.estimator,
+                "sigmas": reports.iter().map(|r| serde_json::json!({
+                    "sigma_255": r.sigma_255, "max": r.max, "mean": r.mean,
+                })).collect::<Vec<_>>(),
+            }),
+        );
+        ckpt.write(&a.checkpoint)?;
+        println!(
+            "recorded max ‖∇²g_σ‖₂ = {overall:.4} in {} (section {LIPSCHITZ_SECTION})",
+            a.checkpoint.display()
+        );
     }
     if let Some(out) = &a.out {
         let json = serde_json::json!({

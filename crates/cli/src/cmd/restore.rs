@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics, save_image};
+use gradstep_model::{Checkpoint, DenoiserKind};
 use gradstep_pnp::{
-    monitor, restore, AlgorithmConfig, AlgorithmKind, KernelSpec, RestorationProblem, Task,
-    TaskKind,
+    monitor, restore, AlgorithmConfig, AlgorithmKind, GsOutput, KernelSpec, RestorationProblem,
+    Task, TaskKind,
 };
 
 use crate::common;
@@ -48,6 +49,11 @@ pub struct Common {
     /// Maximum number of iterations (overrides the config).
     #[arg(long)]
     pub max_iter: Option<usize>,
+    /// GS-PnP's returned image: z = x_K − τλ∇g_σ(x_K) (the official code's output, on which
+    /// the papers' tables are computed) or x_K, the last data-prox output. Both PSNRs are
+    /// recorded either way.
+    #[arg(long, value_parser = gs_output)]
+    pub output: Option<GsOutput>,
     /// Keep probability of the inpainting mask (0 to 1).
     #[arg(long, default_value_t = 0.5, value_parser = probability)]
     pub keep: f64,
@@ -156,8 +162,48 @@ pub fn algorithm_config(c: &Common, kind: TaskKind, noise: f64) -> anyhow::Resul
     if let Some(m) = c.max_iter {
         cfg.set_iterations(m);
     }
+    if let Some(o) = c.output {
+        cfg.set_output(o)?;
+    }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// Warnings about running `cfg` with the denoiser of `ckpt`: Prox-PnP's convergence needs a
+/// proximal denoiser (`‖∇²g_σ‖₂ < 1`), which a GS checkpoint, or a Prox one whose recorded
+/// `gradstep lipschitz` estimate reached 1, is not shown to be.
+pub fn denoiser_warnings(cfg: &AlgorithmConfig, ckpt: &Checkpoint, path: &Path) -> Vec<String> {
+    let prox_algorithm = matches!(
+        cfg,
+        AlgorithmConfig::ProxPgd(_) | AlgorithmConfig::ProxDrs(_) | AlgorithmConfig::ProxDrsDiff(_)
+    );
+    if !prox_algorithm {
+        return Vec::new();
+    }
+    let mut warnings = Vec::new();
+    if ckpt.model.kind != DenoiserKind::Prox {
+        warnings.push(format!(
+            "{} runs with {}, a {:?} denoiser: Prox-PnP's convergence guarantee needs a Prox \
+             denoiser (‖∇²g_σ‖₂ < 1); the run is not covered by it",
+            cfg.name(),
+            path.display(),
+            ckpt.model.kind
+        ));
+    }
+    if let Some(max) = ckpt.recorded_lipschitz_max() {
+        if max >= 1.0 {
+            warnings.push(format!(
+                "{}: its recorded Lipschitz estimate max ‖∇²g_σ‖₂ = {max:.4} is ≥ 1, so D_σ is \
+                 not shown to be a proximal operator and {}'s guarantee does not apply",
+                path.display(),
+                cfg.name()
+            ));
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    warnings
 }
 
 /// Runs the command.
@@ -175,8 +221,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
     let cfg = algorithm_config(c, kind, a.noise)?;
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
+    let warnings = denoiser_warnings(&cfg, &ckpt, &c.checkpoint);
     let den = den.with_options(&c.run.inference(device))?;
     let clean = load_image(&a.input, ckpt.model.architecture.channels, device)?;
+    let size = clean.size();
+    if let Some(note) = gradstep_pnp::sr_crop_note(&task, size[2], size[3]) {
+        eprintln!("note: {}: {note}", a.input.display());
+    }
     let problem = RestorationProblem::synthesize(&clean, &task, a.noise, c.seed)
         .with_context(|| format!("{}", a.input.display()))?;
     common::create_dir(&a.outdir)?;
@@ -184,7 +235,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     save_image(&out("observed.png"), &problem.observation)?;
     let r = restore(&den, &problem, &cfg)?;
     save_image(&out("restored.png"), &r.image)?;
-    monitor::write_json(&out("convergence.json"), &r, cfg.name())?;
+    monitor::write_json(&out("convergence.json"), &r, &cfg, &warnings)?;
     let plots = monitor::write_plots(&r.records, &out("objective.png"), &out("psnr.png"))?;
     std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", out("config.json").display()))?;
@@ -202,6 +253,7 @@ fn report(
     let restored = r.image.f_clamp(0.0, 1.0)?;
     let psnr = metrics::psnr(&restored, truth)?[0];
     let ssim = metrics::ssim(&restored, truth)?[0];
+    let last = r.last_iterate.f_clamp(0.0, 1.0)?;
     if problem.observation.size() == truth.size() {
         let obs = problem.observation.f_clamp(0.0, 1.0)?;
         println!(
@@ -211,19 +263,34 @@ fn report(
         );
     }
     println!(
-        "{} ({}): {} iterations ({:?}), {:.2} s",
+        "{} ({}): {} iterations ({}), {:.2} s",
         cfg.name(),
         problem.degradation.name(),
         r.iterations,
-        r.stop,
+        monitor::stop_label(r.stop, &r.monotonicity),
         r.seconds
     );
-    println!("restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}");
+    println!(
+        "restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}  (returned: {})",
+        cfg.returned_variable()
+    );
+    if matches!(cfg, AlgorithmConfig::GsPgd(g) if g.output == GsOutput::Z) {
+        println!(
+            "last iterate x: PSNR {:.2} dB  SSIM {:.4}",
+            metrics::psnr(&last, truth)?[0],
+            metrics::ssim(&last, truth)?[0]
+        );
+    }
     println!(
         "wrote {} (observed.png, restored.png, convergence.json, config.json, {plots} plot(s))",
         outdir.display()
     );
     Ok(())
+}
+
+/// `--output`: `z` or `x`.
+fn gs_output(text: &str) -> Result<GsOutput, String> {
+    text.parse::<GsOutput>().map_err(|e| e.to_string())
 }
 
 /// A probability argument: a number in `[0, 1]`.

@@ -145,6 +145,34 @@ pub(crate) struct Rules {
     pub tol: Option<f64>,
     /// Maximum number of iterations.
     pub max_iter: usize,
+    /// Whether the theory says the tested value (`F` or `Ψ`) does not increase here: increases
+    /// are then counted ([`Monotonicity`]) and a tolerance stop is not called converged.
+    pub monotone: bool,
+}
+
+/// Increases of the tested value within this relative size are float32 evaluation noise
+/// (`g_σ` is a float32 network output summed over the image) and are not counted.
+const MONOTONE_RTOL: f64 = 1e-7;
+
+/// How the tested value (`F` for PGD, `Ψ` for DRS) behaved over the accepted iterations
+/// where the theory says it does not increase.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Monotonicity {
+    /// The tested value: `"objective"` (F) or `"lyapunov"` (Ψ); empty when none is tested.
+    pub quantity: &'static str,
+    /// Accepted iterations where it was tested.
+    pub tested: usize,
+    /// Accepted iterations where it increased by more than 10⁻⁷ relative.
+    pub increases: usize,
+    /// The largest such increase, relative to the previous value (0 when none).
+    pub max_relative_increase: f64,
+}
+
+impl Monotonicity {
+    /// Whether no increase was seen.
+    pub fn is_monotone(&self) -> bool {
+        self.increases == 0
+    }
 }
 
 /// An algorithm written as a start and a step.
@@ -176,17 +204,34 @@ pub(crate) trait Scheme {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
-    /// The relative change fell below the tolerance.
+    /// The relative change fell below the tolerance and the tested value never increased.
     Converged,
+    /// The relative change fell below the tolerance, but the tested value increased at some
+    /// accepted iterations (the convergence theory's assumption failed; see [`Monotonicity`]).
+    ToleranceNotMonotone,
     /// The iteration budget was used.
     MaxIterations,
     /// Backtracking shrank `τ` below `10⁻¹²τ₀` without an accepted step.
     StepCollapsed,
 }
 
+impl StopReason {
+    /// The name used in JSON, tables and labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Converged => "converged",
+            StopReason::ToleranceNotMonotone => "tolerance-not-monotone",
+            StopReason::MaxIterations => "max-iterations",
+            StopReason::StepCollapsed => "step-collapsed",
+        }
+    }
+}
+
 /// What [`run`] returns per problem.
 pub(crate) struct Outcome {
     pub image: Tensor,
+    pub last_iterate: Tensor,
+    pub monotonicity: Monotonicity,
     pub iterations: usize,
     pub stop: StopReason,
     pub records: Vec<IterationRecord>,
@@ -232,9 +277,10 @@ pub(crate) fn run(
     let mut tau: Vec<f64> = (0..n).map(|i| scheme.tau0(i)).collect();
     let mut records: Vec<Vec<IterationRecord>> = vec![Vec::new(); n];
     let mut pending_backtracks = vec![0usize; n];
-    let mut done: Vec<Option<(Tensor, usize, StopReason)>> = (0..n).map(|_| None).collect();
+    let mut done: Vec<Option<(Tensor, Tensor, usize, StopReason)>> = (0..n).map(|_| None).collect();
 
     let lyapunov = scheme.value_is_lyapunov();
+    let mut monotonicity = vec![Monotonicity::default(); n];
     let start = scheme.start(den, &a, x0, &tau)?;
     let r0 = read_out(&start, None, &truth)?;
     for i in 0..n {
@@ -244,7 +290,8 @@ pub(crate) fn run(
             data: r0.data[i],
             regulariser: r0.regulariser[i],
             lyapunov: f64::NAN,
-            relative_change: f64::NAN,
+            relative_step: f64::NAN,
+            relative_value_change: f64::NAN,
             tau: tau[i],
             psnr: r0.psnr[i],
             backtracks: 0,
@@ -280,20 +327,36 @@ pub(crate) fn run(
             }
             accept[j] = true;
             a.iters[j] += 1;
+            let rel = (old - new).abs() / new.abs().max(1e-300);
+            if rules.monotone && old.is_finite() && new.is_finite() {
+                let m = &mut monotonicity[id];
+                m.quantity = if lyapunov { "lyapunov" } else { "objective" };
+                m.tested += 1;
+                if new - old > MONOTONE_RTOL * old.abs() {
+                    m.increases += 1;
+                    m.max_relative_increase = m
+                        .max_relative_increase
+                        .max((new - old) / old.abs().max(1e-300));
+                }
+            }
             records[id].push(IterationRecord {
                 iteration: a.iters[j],
                 objective: r.objective[j],
                 data: r.data[j],
                 regulariser: r.regulariser[j],
                 lyapunov: if lyapunov { new } else { f64::NAN },
-                relative_change: dx[j] / xn[j].max(1e-30),
+                relative_step: dx[j] / xn[j].max(1e-30),
+                relative_value_change: rel,
                 tau: tau_active[j],
                 psnr: r.psnr[j],
                 backtracks: std::mem::take(&mut pending_backtracks[id]),
             });
-            let rel = (old - new).abs() / new.abs().max(1e-300);
             if rules.tol.is_some_and(|tol| rel < tol) {
-                finished[j] = Some(StopReason::Converged);
+                finished[j] = Some(if monotonicity[id].is_monotone() {
+                    StopReason::Converged
+                } else {
+                    StopReason::ToleranceNotMonotone
+                });
             } else if a.iters[j] >= rules.max_iter {
                 finished[j] = Some(StopReason::MaxIterations);
             }
@@ -330,7 +393,12 @@ pub(crate) fn run(
                 Some(reason) => {
                     let id = a.ids[j];
                     let row = Tensor::f_from_slice(&[j as i64])?.f_to_device(s.output.device())?;
-                    done[id] = Some((s.output.f_index_select(0, &row)?, a.iters[j], reason));
+                    done[id] = Some((
+                        s.output.f_index_select(0, &row)?,
+                        s.x.f_index_select(0, &row)?,
+                        a.iters[j],
+                        reason,
+                    ));
                 }
                 None => keep.push(j as i64),
             }
@@ -359,12 +427,15 @@ pub(crate) fn run(
     let seconds = t0.elapsed().as_secs_f64() / n as f64;
     done.into_iter()
         .zip(records)
-        .map(|(d, records)| {
-            let (image, iterations, stop) = d.ok_or_else(|| {
+        .zip(monotonicity)
+        .map(|((d, records), monotonicity)| {
+            let (image, last_iterate, iterations, stop) = d.ok_or_else(|| {
                 crate::error::PnpError::Invalid("a problem ended without a result".into())
             })?;
             Ok(Outcome {
                 image,
+                last_iterate,
+                monotonicity,
                 iterations,
                 stop,
                 records,

@@ -3,10 +3,14 @@
 //!
 //! `F` is evaluated exactly at every iterate: the `(g_σ, ∇g_σ)` computed at `x_{k+1}` to test
 //! it are kept for the next step, so one network pass is made per trial.
+//!
+//! The image shown at each iterate (and returned) is, by default, the official code's
+//! `z_k = x_k − τλ∇g_σ(x_k)` with the `τ` that produced `x_k` ([`GsOutput`]): it costs nothing,
+//! since `∇g_σ(x_k)` is computed anyway to test `F(x_k)`.
 use gradstep_model::{GradientStepDenoiser, Graph};
 use tch::{Kind, Tensor};
 
-use super::config::GsPgdConfig;
+use super::config::{GsOutput, GsPgdConfig};
 use super::driver::{sigma_of, tensor_of, Active, Rules, Scheme, State, Step};
 use crate::error::Result;
 use crate::operators::LinearOperator;
@@ -29,14 +33,15 @@ impl GsPgd<'_> {
         self.configs[id].warmup.is_some_and(|w| iter < w.iterations)
     }
 
-    /// `F(x) = f(x) + λ g_σ(x)` with `∇g_σ(x)`, at the levels for the problems' iterations.
+    /// `F(x) = f(x) + λ g_σ(x)` with `∇g_σ(x)`, at the levels for the problems' iterations,
+    /// and the image shown at `x`: `x − τλ∇g_σ(x)` ([`GsOutput::Z`]) or `x` itself.
     fn evaluate(
         &self,
         den: &GradientStepDenoiser,
         a: &Active,
         x: &Tensor,
         iters: &[usize],
-        output: Tensor,
+        tau: &[f64],
     ) -> Result<Step> {
         let sigmas: Vec<f64> = a
             .ids
@@ -49,6 +54,23 @@ impl GsPgd<'_> {
         let g = g.f_to_kind(Kind::Double)?;
         let lambdas: Vec<f64> = a.ids.iter().map(|&i| self.configs[i].lambda).collect();
         let objective = f.f_add(&g.f_mul(&tensor_of(&lambdas, &f)?)?)?;
+        // The choice is per problem (configs of one batch may differ): step 0 where `x` is asked.
+        let outputs: Vec<GsOutput> = a.ids.iter().map(|&i| self.configs[i].output).collect();
+        let output = if outputs.iter().all(|&o| o == GsOutput::X) {
+            x.shallow_clone()
+        } else {
+            let step: Vec<f64> = a
+                .ids
+                .iter()
+                .zip(tau)
+                .zip(&outputs)
+                .map(|((&i, t), o)| match o {
+                    GsOutput::Z => t * self.configs[i].lambda,
+                    GsOutput::X => 0.0,
+                })
+                .collect();
+            x.f_sub(&grad.f_mul(&tensor_of(&step, x)?.f_view([-1, 1, 1, 1])?)?)?
+        };
         Ok(Step {
             next: State {
                 x: x.shallow_clone(),
@@ -74,7 +96,7 @@ impl Scheme for GsPgd<'_> {
         tau: &[f64],
     ) -> Result<Step> {
         let x = a.op.prox_data(x0, &a.y, &tensor_of(tau, x0)?)?;
-        self.evaluate(den, a, &x, &a.iters, x.shallow_clone())
+        self.evaluate(den, a, &x, &a.iters, tau)
     }
 
     fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step> {
@@ -98,7 +120,7 @@ impl Scheme for GsPgd<'_> {
             s.x.f_sub(&grad.f_mul(&tensor_of(&tl, &s.x)?.f_view([-1, 1, 1, 1])?)?)?;
         let x = a.op.prox_data(&z, &a.y, &tensor_of(tau, &s.x)?)?;
         let next_iters: Vec<usize> = a.iters.iter().map(|k| k + 1).collect();
-        self.evaluate(den, a, &x, &next_iters, x.shallow_clone())
+        self.evaluate(den, a, &x, &next_iters, tau)
     }
 
     fn rules(&self, id: usize, iter: usize) -> Rules {
@@ -108,6 +130,8 @@ impl Scheme for GsPgd<'_> {
             backtracking: (c.backtracking && !warm).then_some((c.gamma, c.eta)),
             tol: if warm { None } else { c.tol },
             max_iter: c.max_iter,
+            // F changes with σ during the warm-up: Theorem 2.1 applies after it.
+            monotone: !warm,
         }
     }
 

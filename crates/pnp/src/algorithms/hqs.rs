@@ -58,6 +58,8 @@ impl Scheme for Hqs<'_> {
             backtracking: None,
             tol: None,
             max_iter: self.configs[id].iterations,
+            // HQS monitors no objective.
+            monotone: false,
         }
     }
 

@@ -20,15 +20,24 @@ mod hqs;
 mod prox;
 
 pub use config::{
-    AlgorithmConfig, AlgorithmKind, GsPgdConfig, HqsConfig, ProxConfig, SigmaWarmup, TaskKind,
+    AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig, HqsConfig, ProxConfig, SigmaWarmup,
+    TaskKind,
 };
-pub use driver::StopReason;
+pub use driver::{Monotonicity, StopReason};
 
 /// The result of one restoration.
 #[derive(Debug)]
 pub struct Restoration {
-    /// The restored image `[1, C, H, W]` (not clipped).
+    /// The restored image `[1, C, H, W]` (not clipped): the variable the official code returns
+    /// ([`AlgorithmConfig::returned_variable`]).
     pub image: Tensor,
+    /// The algorithm's last iterate `x_K` (GS-PnP: the last data-prox output; Prox-PnP-DRS:
+    /// the DRS variable), not clipped. Equal to `image` where the algorithm returns `x_K`.
+    pub last_iterate: Tensor,
+    /// PSNR (dB) of the clipped last iterate when the ground truth is known.
+    pub last_iterate_psnr: Option<f64>,
+    /// Increases of the tested value over the accepted iterations.
+    pub monotonicity: Monotonicity,
     /// Accepted iterations.
     pub iterations: usize,
     /// Why the algorithm stopped.
@@ -171,16 +180,21 @@ pub fn restore_batch(
         .into_iter()
         .zip(problems)
         .map(|(o, p)| {
-            let psnr = match &p.ground_truth {
-                Some(t) => Some(gradstep_data::psnr(&o.image.f_clamp(0.0, 1.0)?, t)?[0]),
-                None => None,
+            let psnr_of = |image: &Tensor| -> Result<Option<f64>> {
+                Ok(match &p.ground_truth {
+                    Some(t) => Some(gradstep_data::psnr(&image.f_clamp(0.0, 1.0)?, t)?[0]),
+                    None => None,
+                })
             };
             Ok(Restoration {
+                psnr: psnr_of(&o.image)?,
+                last_iterate_psnr: psnr_of(&o.last_iterate)?,
                 image: o.image,
+                last_iterate: o.last_iterate,
+                monotonicity: o.monotonicity,
                 iterations: o.iterations,
                 stop: o.stop,
                 records: o.records,
-                psnr,
                 seconds: o.seconds,
             })
         })

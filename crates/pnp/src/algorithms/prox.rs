@@ -145,6 +145,8 @@ impl Scheme for ProxPnp<'_> {
             backtracking: None,
             tol: if warm { None } else { c.tol },
             max_iter: c.max_iter,
+            // F (PGD) and Ψ (DRS) decrease when D_σ is a proximal operator, after any warm-up.
+            monotone: !warm,
         }
     }
 

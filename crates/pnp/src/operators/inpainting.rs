@@ -14,8 +14,9 @@ pub struct Inpainting {
 }
 
 impl Inpainting {
-    /// A mask keeping each pixel with probability `keep`, drawn from `seed` (on the CPU, so it
-    /// does not depend on the device).
+    /// A mask keeping each pixel with probability `keep`, drawn from `seed` on the host by a
+    /// generator of its own ([`gradstep_data::observation_noise::random_mask`]): it does not
+    /// depend on the device and is independent of the observation noise of the same seed.
     pub fn random(
         height: i64,
         width: i64,
@@ -29,9 +30,9 @@ impl Inpainting {
                 "keep probability must be in [0, 1], got {keep}"
             )));
         }
-        tch::manual_seed(seed);
-        let u = Tensor::f_rand([1, 1, height, width], (Kind::Double, Device::Cpu))?;
-        let mask = u.f_lt(keep)?.f_to_kind(kind)?.f_to_device(device)?;
+        let mask = gradstep_data::observation_noise::random_mask(height, width, keep, seed)?
+            .f_to_kind(kind)?
+            .f_to_device(device)?;
         Ok(Inpainting { mask })
     }
 
