@@ -25,6 +25,8 @@ enum Command {
     Denoise(cmd::denoise::Args),
     /// Convert a published PyTorch checkpoint (GS-DRUNet / Prox-DRUNet) to gradstep's format.
     Import(cmd::import::Args),
+    /// Write a checkpoint's network for PyTorch (deepinv GSDRUNet, GS-PnP Lightning, state dict).
+    Export(cmd::export::Args),
     /// Benchmarks (printed as ratios against the PyTorch anchor when it is given).
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -46,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info => cmd::info::run(),
         Command::Denoise(a) => cmd::denoise::run(a),
         Command::Import(a) => cmd::import::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Bench(b) => cmd::bench::run(b),
         Command::Train(a) => cmd::train::run(a),
         Command::Sweep(s) => cmd::sweep::run(s),

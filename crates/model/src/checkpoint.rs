@@ -121,13 +121,7 @@ impl Checkpoint {
         for (name, value) in &self.sections {
             meta.insert(format!("section.{name}"), to_json(value)?);
         }
-        let mut raw = Vec::with_capacity(self.tensors.len());
-        for (name, t) in &self.tensors {
-            raw.push((name.clone(), RawTensor::from_tensor(t, path, name)?));
-        }
-        let bytes = safetensors::serialize(raw, Some(meta))
-            .map_err(|e| ModelError::checkpoint(path, format!("cannot serialise: {e}")))?;
-        write_atomic(path, &bytes)
+        write_safetensors(path, &self.tensors, meta)
     }
 
     /// Reads a checkpoint written by [`Checkpoint::write`]. Any other file (a PyTorch
@@ -186,6 +180,21 @@ impl Checkpoint {
             tensors,
         })
     }
+}
+
+/// Writes `tensors` with `metadata` as a safetensors file, atomically ([`write_atomic`]).
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+) -> Result<()> {
+    let mut raw = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        raw.push((name.clone(), RawTensor::from_tensor(t, path, name)?));
+    }
+    let bytes = safetensors::serialize(raw, Some(metadata))
+        .map_err(|e| ModelError::checkpoint(path, format!("cannot serialise: {e}")))?;
+    write_atomic(path, &bytes)
 }
 
 /// Builds a network of `config` and fills it with `weights` (names without prefix), checking

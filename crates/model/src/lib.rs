@@ -4,7 +4,7 @@
 //! - [`GradientStepDenoiser`]: `g_σ(x) = ½‖x − N_σ(x)‖²`, `∇g_σ`, `D_σ = I − ∇g_σ` and
 //!   Hessian-vector products, with or without a training graph;
 //! - [`Checkpoint`]: self-describing safetensors checkpoints, written atomically;
-//! - [`import`]: loading deepinv / GS-PnP state dicts.
+//! - [`import`]: loading deepinv / GS-PnP state dicts; [`export`]: writing them back.
 //!
 //! ```no_run
 //! use gradstep_model::{Drunet, DrunetConfig, Activation, GradientStepDenoiser, Graph, Sigma};
@@ -22,6 +22,7 @@ mod config;
 pub mod cuda;
 mod drunet;
 mod error;
+pub mod export;
 mod gradient_step;
 pub mod import;
 mod res_block;
@@ -29,8 +30,8 @@ mod sigma;
 pub mod tiling;
 
 pub use checkpoint::{
-    write_atomic, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION, LIPSCHITZ_SECTION,
-    MODEL_PREFIX,
+    write_atomic, write_safetensors, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION,
+    LIPSCHITZ_SECTION, MODEL_PREFIX,
 };
 pub use config::{Activation, DenoiserKind, DrunetConfig, MemoryFormat, Precision};
 pub use drunet::{Drunet, ForwardCache};
