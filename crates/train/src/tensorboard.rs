@@ -13,7 +13,20 @@
 //!   `summary` 5 (message);
 //! - `Summary`: `value` 1 (repeated `Value`);
 //! - `Summary.Value`: `tag` 1 (string), `simple_value` 2 (float), `image` 4 (`Image`);
-//! - `Summary.Image`: `height` 1, `width` 2, `colorspace` 3 (int32), `encoded_image_string` 4.
+//! - `Summary.Image`: `height` 1, `width` 2, `colorspace` 3 (int32), `encoded_image_string` 4;
+//! - `Summary.Value`: `tensor` 8 (`TensorProto`), `metadata` 9 (`SummaryMetadata`:
+//!   `plugin_data` 1 = `{plugin_name 1, content 2}`), for plugin summaries;
+//! - `TensorProto`: `dtype` 1 (`DT_STRING` = 7), `tensor_shape` 2 (empty: a scalar),
+//!   `string_val` 8 — the text plugin (`plugin_name` `text`);
+//! - the HParams plugin (`plugin_name` `hparams`, tags `_hparams_/experiment`,
+//!   `_hparams_/session_start_info`, `_hparams_/session_end_info`) has as `content` a
+//!   `HParamsPluginData` (`tensorboard/plugins/hparams/{plugin_data,api}.proto`): `version` 1,
+//!   `experiment` 2 = `{hparam_infos 4 = [{name 1, type 4}], metric_infos 5 = [{name 1 =
+//!   {group 1, tag 2}}]}`, `session_start_info` 3 = `{hparams 1: map<string,
+//!   google.protobuf.Value>, start_time_secs 5}`, `session_end_info` 4 = `{status 1,
+//!   end_time_secs 2}`; a `Value` is `number_value` 2 (double), `string_value` 3 or
+//!   `bool_value` 4. HParams `DataType`: string 1, bool 2, float64 3; `Status`: success 1,
+//!   failure 2, running 3.
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -85,6 +98,70 @@ impl EventWriter {
         self.summary_event(step, &v)
     }
 
+    /// A text summary (rendered as Markdown by TensorBoard's Text tab) under `tag`.
+    pub fn text(&mut self, tag: &str, step: i64, markdown: &str) -> Result<()> {
+        let mut tensor = Vec::new();
+        put_varint_field(&mut tensor, 1, 7); // DT_STRING
+        put_bytes(&mut tensor, 2, &[]);
+        put_bytes(&mut tensor, 8, markdown.as_bytes());
+        let mut v = Vec::new();
+        put_bytes(&mut v, 1, tag.as_bytes());
+        put_bytes(&mut v, 8, &tensor);
+        put_bytes(&mut v, 9, &plugin_metadata("text", &[]));
+        self.summary_event(step, &v)
+    }
+
+    /// Declares the run's hyper-parameters and the scalar tags that measure it, for the
+    /// HParams tab (the experiment and the session start, at step 0).
+    pub fn hparams_start(
+        &mut self,
+        hparams: &[(String, HParam)],
+        metric_tags: &[&str],
+    ) -> Result<()> {
+        let mut experiment = Vec::new();
+        for (name, value) in hparams {
+            let mut info = Vec::new();
+            put_bytes(&mut info, 1, name.as_bytes());
+            put_varint_field(&mut info, 4, value.data_type());
+            put_bytes(&mut experiment, 4, &info);
+        }
+        for tag in metric_tags {
+            let mut metric_name = Vec::new();
+            put_bytes(&mut metric_name, 2, tag.as_bytes());
+            let mut info = Vec::new();
+            put_bytes(&mut info, 1, &metric_name);
+            put_bytes(&mut experiment, 5, &info);
+        }
+        self.hparams_summary("_hparams_/experiment", 2, &experiment)?;
+        let mut start = Vec::new();
+        for (name, value) in hparams {
+            let mut entry = Vec::new();
+            put_bytes(&mut entry, 1, name.as_bytes());
+            put_bytes(&mut entry, 2, &value.encode());
+            put_bytes(&mut start, 1, &entry);
+        }
+        put_double(&mut start, 5, wall_time());
+        self.hparams_summary("_hparams_/session_start_info", 3, &start)
+    }
+
+    /// Ends the HParams session: `success` or failure (a stop by signal or an error).
+    pub fn hparams_end(&mut self, success: bool) -> Result<()> {
+        let mut end = Vec::new();
+        put_varint_field(&mut end, 1, if success { 1 } else { 2 });
+        put_double(&mut end, 2, wall_time());
+        self.hparams_summary("_hparams_/session_end_info", 4, &end)?;
+        self.flush()
+    }
+
+    fn hparams_summary(&mut self, tag: &str, field: u32, message: &[u8]) -> Result<()> {
+        let mut content = Vec::new();
+        put_bytes(&mut content, field, message);
+        let mut v = Vec::new();
+        put_bytes(&mut v, 1, tag.as_bytes());
+        put_bytes(&mut v, 9, &plugin_metadata("hparams", &content));
+        self.summary_event(0, &v)
+    }
+
     /// Pushes buffered events to the file (TensorBoard reads what is flushed).
     pub fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|e| io(&self.path, e))
@@ -115,6 +192,79 @@ impl Drop for EventWriter {
     fn drop(&mut self) {
         let _ = self.out.flush();
     }
+}
+
+/// A hyper-parameter value for the HParams tab.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HParam {
+    /// A number.
+    Number(f64),
+    /// A string (lists and other JSON values are given as their JSON text).
+    Text(String),
+    /// A flag.
+    Bool(bool),
+}
+
+impl HParam {
+    fn data_type(&self) -> u64 {
+        match self {
+            HParam::Text(_) => 1,
+            HParam::Bool(_) => 2,
+            HParam::Number(_) => 3,
+        }
+    }
+
+    /// As a `google.protobuf.Value`.
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::new();
+        match self {
+            HParam::Number(x) => put_double(&mut v, 2, *x),
+            HParam::Text(t) => put_bytes(&mut v, 3, t.as_bytes()),
+            HParam::Bool(b) => put_varint_field(&mut v, 4, u64::from(*b)),
+        }
+        v
+    }
+}
+
+/// The leaves of a JSON object as hyper-parameters named by their dotted paths
+/// (`optimizer.lr`); arrays and nulls become their JSON text.
+pub fn flatten_hparams(config: &serde_json::Value) -> Vec<(String, HParam)> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, HParam)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let name = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&name, v, out);
+                }
+            }
+            serde_json::Value::Number(n) => out.push((
+                prefix.to_string(),
+                HParam::Number(n.as_f64().unwrap_or(f64::NAN)),
+            )),
+            serde_json::Value::Bool(b) => out.push((prefix.to_string(), HParam::Bool(*b))),
+            serde_json::Value::String(s) => out.push((prefix.to_string(), HParam::Text(s.clone()))),
+            other => out.push((prefix.to_string(), HParam::Text(other.to_string()))),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", config, &mut out);
+    out
+}
+
+/// `SummaryMetadata { plugin_data { plugin_name, content } }`.
+fn plugin_metadata(plugin: &str, content: &[u8]) -> Vec<u8> {
+    let mut data = Vec::new();
+    put_bytes(&mut data, 1, plugin.as_bytes());
+    if !content.is_empty() {
+        put_bytes(&mut data, 2, content);
+    }
+    let mut meta = Vec::new();
+    put_bytes(&mut meta, 1, &data);
+    meta
 }
 
 fn io(path: &Path, e: std::io::Error) -> TrainError {

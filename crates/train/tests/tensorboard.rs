@@ -75,3 +75,76 @@ fn tensorboard_reads_scalars_and_images() {
     assert_eq!(size(g, 1), (17, 33));
     assert_eq!(size(g, 3), (17, 33));
 }
+
+/// Reads back text and HParams summaries with TensorBoard's own protos.
+const PLUGIN_READER: &str = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.util import tensor_util
+import glob
+out = {"text": {}, "hparams": {}}
+for path in glob.glob(sys.argv[1] + "/events.out.tfevents.*"):
+    for event in EventFileLoader(path).Load():
+        for v in event.summary.value:
+            plugin = v.metadata.plugin_data.plugin_name
+            if plugin == "text":
+                out["text"][v.tag] = tensor_util.make_ndarray(v.tensor).item().decode()
+            elif plugin == "hparams":
+                d = plugin_data_pb2.HParamsPluginData.FromString(v.metadata.plugin_data.content)
+                kind = d.WhichOneof("data")
+                if kind == "experiment":
+                    out["hparams"]["experiment"] = {
+                        "hparams": {h.name: h.type for h in d.experiment.hparam_infos},
+                        "metrics": [m.name.tag for m in d.experiment.metric_infos]}
+                elif kind == "session_start_info":
+                    out["hparams"]["start"] = {k: json.loads(__import__("google.protobuf.json_format", fromlist=["x"]).MessageToJson(val))
+                                               for k, val in d.session_start_info.hparams.items()}
+                else:
+                    out["hparams"]["end"] = d.session_end_info.status
+print(json.dumps(out))
+"#;
+
+#[test]
+fn tensorboard_reads_the_config_as_text_and_as_hparams() {
+    use gradstep_train::tensorboard::flatten_hparams;
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = EventWriter::create(dir.path()).unwrap();
+    let config = serde_json::json!({
+        "name": "demo",
+        "optimizer": {"lr": 1e-3},
+        "data": {"batch_size": 8, "flips": true, "roots": ["a", "b"]},
+    });
+    w.text("config", 0, "```json\n{\"name\": \"demo\"}\n```")
+        .unwrap();
+    w.hparams_start(&flatten_hparams(&config), &["val/psnr_D_mean"])
+        .unwrap();
+    w.scalar("val/psnr_D_mean", 10, 28.5).unwrap();
+    w.hparams_end(true).unwrap();
+    drop(w);
+    let out = Command::new(python())
+        .args(["-c", PLUGIN_READER])
+        .arg(dir.path())
+        .output()
+        .expect("running the venv's python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["text"]["config"], "```json\n{\"name\": \"demo\"}\n```");
+    let exp = &v["hparams"]["experiment"];
+    assert_eq!(exp["metrics"], serde_json::json!(["val/psnr_D_mean"]));
+    // DataType: string 1, bool 2, float64 3.
+    assert_eq!(exp["hparams"]["optimizer.lr"], 3);
+    assert_eq!(exp["hparams"]["data.flips"], 2);
+    assert_eq!(exp["hparams"]["name"], 1);
+    let start = &v["hparams"]["start"];
+    assert_eq!(start["optimizer.lr"], 1e-3);
+    assert_eq!(start["data.batch_size"], 8.0);
+    assert_eq!(start["data.flips"], true);
+    assert_eq!(start["data.roots"], "[\"a\",\"b\"]");
+    assert_eq!(start["name"], "demo");
+    assert_eq!(v["hparams"]["end"], 1, "STATUS_SUCCESS");
+}
