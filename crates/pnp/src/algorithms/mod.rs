@@ -27,7 +27,8 @@ pub use driver::StopReason;
 /// The result of one restoration.
 #[derive(Debug)]
 pub struct Restoration {
-    /// The restored image `[1, C, H, W]` (not clipped).
+    /// The restored image `[1, C, H, W]` (not clipped): the output of the last accepted
+    /// iterate (for [`StopReason::Diverged`], the one before the non-finite step).
     pub image: Tensor,
     /// Accepted iterations.
     pub iterations: usize,
@@ -35,7 +36,8 @@ pub struct Restoration {
     pub stop: StopReason,
     /// One record per accepted iteration, the start (iteration 0) first.
     pub records: Vec<IterationRecord>,
-    /// PSNR (dB) of the clipped result when the ground truth is known.
+    /// PSNR (dB) of the clipped result when the ground truth is known; `None` for a
+    /// [`StopReason::Diverged`] result (its image must not be scored).
     pub psnr: Option<f64>,
     /// Wall time in seconds (a batch's time shared equally by its problems).
     pub seconds: f64,
@@ -172,8 +174,11 @@ pub fn restore_batch(
         .zip(problems)
         .map(|(o, p)| {
             let psnr = match &p.ground_truth {
-                Some(t) => Some(gradstep_data::psnr(&o.image.f_clamp(0.0, 1.0)?, t)?[0]),
-                None => None,
+                Some(t) if o.stop != StopReason::Diverged => {
+                    Some(gradstep_data::psnr(&o.image.f_clamp(0.0, 1.0)?, t)?[0])
+                        .filter(|p| p.is_finite())
+                }
+                _ => None,
             };
             Ok(Restoration {
                 image: o.image,
