@@ -199,9 +199,6 @@ fn report(
     outdir: &Path,
 ) -> anyhow::Result<()> {
     let truth = problem.ground_truth.as_ref().context("no ground truth")?;
-    let restored = r.image.f_clamp(0.0, 1.0)?;
-    let psnr = metrics::psnr(&restored, truth)?[0];
-    let ssim = metrics::ssim(&restored, truth)?[0];
     if problem.observation.size() == truth.size() {
         let obs = problem.observation.f_clamp(0.0, 1.0)?;
         println!(
@@ -218,7 +215,15 @@ fn report(
         r.stop,
         r.seconds
     );
-    println!("restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}");
+    if r.stop == gradstep_pnp::StopReason::Diverged {
+        // Not scored: the image is the last finite iterate before the run blew up.
+        println!("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)");
+    } else {
+        let restored = r.image.f_clamp(0.0, 1.0)?;
+        let psnr = metrics::psnr(&restored, truth)?[0];
+        let ssim = metrics::ssim(&restored, truth)?[0];
+        println!("restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}");
+    }
     println!(
         "wrote {} (observed.png, restored.png, convergence.json, config.json, {plots} plot(s))",
         outdir.display()
