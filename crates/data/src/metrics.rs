@@ -21,8 +21,13 @@ pub fn mse_per_image(x: &Tensor, reference: &Tensor) -> Result<Tensor> {
         .f_mean_dim([1i64, 2, 3].as_slice(), false, None::<Kind>)?)
 }
 
-/// `PSNR = −10 log₁₀ MSE` for images on `[0, 1]` (the MSE floored at 10⁻²⁰).
+/// `PSNR = −10 log₁₀ MSE` for images on `[0, 1]` (an MSE of 0 floored at 10⁻²⁰, i.e. 200 dB).
+/// A NaN MSE (a diverged image) gives NaN: `f64::max` would take the floor instead and score
+/// it 200 dB.
 pub fn psnr_of_mse(mse: f64) -> f64 {
+    if mse.is_nan() {
+        return f64::NAN;
+    }
     -10.0 * mse.max(1e-20).log10()
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics};
 use gradstep_model::{Graph, Sigma};
-use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem};
+use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem, StopReason};
 use serde::Serialize;
 use tch::Tensor;
 
@@ -50,14 +50,22 @@ struct Row {
     noise: f64,
     /// The variable the PSNR / SSIM are of (GS-PnP: `z` as the official code, or `x`).
     returned: &'static str,
-    psnr: f64,
-    ssim: f64,
-    /// PSNR / SSIM of the last iterate `x_K`.
-    psnr_last_iterate: f64,
-    ssim_last_iterate: f64,
+    /// `None` (JSON `null`, an empty CSV cell) for a diverged restoration.
+    psnr: Option<f64>,
+    ssim: Option<f64>,
+    /// PSNR / SSIM of the last iterate `x_K` (`None` when diverged).
+    psnr_last_iterate: Option<f64>,
+    ssim_last_iterate: Option<f64>,
     iterations: usize,
-    stop: &'static str,
     seconds: f64,
+    stop: StopReason,
+}
+
+impl Row {
+    /// Diverged restorations are shown as such and left out of the means.
+    fn diverged(&self) -> bool {
+        self.stop == StopReason::Diverged || self.psnr.is_none() || self.ssim.is_none()
+    }
 }
 
 fn image_files(dir: &Path, max: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
@@ -200,21 +208,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             problems.iter().zip(&results).zip(labels).zip(&configs_used)
         {
             let truth = p.ground_truth.as_ref().context("no ground truth")?;
-            let x = r.image.f_clamp(0.0, 1.0)?;
-            let last = r.last_iterate.f_clamp(0.0, 1.0)?;
+            // A diverged restoration is not scored (its image is the last finite iterate).
+            let score = |image: &Tensor| -> anyhow::Result<(Option<f64>, Option<f64>)> {
+                if r.stop == StopReason::Diverged {
+                    return Ok((None, None));
+                }
+                let x = image.f_clamp(0.0, 1.0)?;
+                let finite = |v: f64| v.is_finite().then_some(v);
+                Ok((
+                    finite(metrics::psnr(&x, truth)?[0]),
+                    finite(metrics::ssim(&x, truth)?[0]),
+                ))
+            };
+            let (psnr, ssim) = score(&r.image)?;
+            let (psnr_last_iterate, ssim_last_iterate) = score(&r.last_iterate)?;
             rows.push(Row {
                 image,
                 kernel,
                 scale,
                 noise,
                 returned: cfg.returned_variable(),
-                psnr: metrics::psnr(&x, truth)?[0],
-                ssim: metrics::ssim(&x, truth)?[0],
-                psnr_last_iterate: metrics::psnr(&last, truth)?[0],
-                ssim_last_iterate: metrics::ssim(&last, truth)?[0],
+                psnr,
+                ssim,
+                psnr_last_iterate,
+                ssim_last_iterate,
                 iterations: r.iterations,
-                stop: r.stop.name(),
                 seconds: r.seconds,
+                stop: r.stop,
             });
         }
         eprintln!("ν = {noise}: {} restorations done", results.len());
@@ -248,12 +268,7 @@ fn print_table(rows: &[Row], noises: &[f64]) {
     println!("|---|---|{}", "---|---|---|".repeat(noises.len()));
     let cell = |sel: &dyn Fn(&Row) -> bool, n: f64| {
         let rs: Vec<&Row> = rows.iter().filter(|r| sel(r) && r.noise == n).collect();
-        format!(
-            "{:.2} | {:.0} | {:.2}",
-            mean(rs.iter().map(|r| r.psnr)),
-            mean(rs.iter().map(|r| r.iterations as f64)),
-            mean(rs.iter().map(|r| r.seconds))
-        )
+        mean_cells(&rs)
     };
     for (k, s) in &keys {
         let cells: Vec<String> = noises
@@ -264,27 +279,59 @@ fn print_table(rows: &[Row], noises: &[f64]) {
     }
     let cells: Vec<String> = noises.iter().map(|&n| cell(&|_: &Row| true, n)).collect();
     println!("| **mean** | | {} |", cells.join(" | "));
+    let diverged: Vec<&Row> = rows.iter().filter(|r| r.diverged()).collect();
+    if !diverged.is_empty() {
+        let which: Vec<String> = diverged
+            .iter()
+            .map(|r| format!("{} ({}, ×{}, ν={})", r.image, r.kernel, r.scale, r.noise))
+            .collect();
+        println!(
+            "{} of {} restorations diverged and are left out of the means: {}",
+            diverged.len(),
+            rows.len(),
+            which.join(", ")
+        );
+    }
+}
+
+/// `PSNR | it | s` of `rows`: means over the restorations that did not diverge, the others
+/// counted next to the PSNR.
+fn mean_cells(rows: &[&Row]) -> String {
+    let scored: Vec<&Row> = rows.iter().copied().filter(|r| !r.diverged()).collect();
+    let psnr = mean(scored.iter().filter_map(|r| r.psnr));
+    let psnr = match (scored.len(), rows.len() - scored.len()) {
+        (0, 0) => return "– | – | –".to_string(),
+        (0, d) => return format!("diverged ({d}) | – | –"),
+        (_, 0) => format!("{psnr:.2}"),
+        (_, d) => format!("{psnr:.2} ({d} diverged)"),
+    };
+    format!(
+        "{psnr} | {:.0} | {:.2}",
+        mean(scored.iter().map(|r| r.iterations as f64)),
+        mean(scored.iter().map(|r| r.seconds))
+    )
 }
 
 fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let mut csv = String::from(
-        "image,kernel,scale,noise,returned,psnr,ssim,psnr_last_iterate,ssim_last_iterate,iterations,stop,seconds\n",
+        "image,kernel,scale,noise,returned,psnr,ssim,psnr_last_iterate,ssim_last_iterate,iterations,seconds,stop\n",
     );
+    let cell = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
     for r in rows {
         csv += &format!(
-            "{},{},{},{},{},{:.4},{:.5},{:.4},{:.5},{},{},{:.4}\n",
+            "{},{},{},{},{},{},{},{},{},{},{:.4},{}\n",
             r.image,
             r.kernel,
             r.scale,
             r.noise,
             r.returned,
-            r.psnr,
-            r.ssim,
-            r.psnr_last_iterate,
-            r.ssim_last_iterate,
+            cell(r.psnr, 4),
+            cell(r.ssim, 5),
+            cell(r.psnr_last_iterate, 4),
+            cell(r.ssim_last_iterate, 5),
             r.iterations,
-            r.stop,
-            r.seconds
+            r.seconds,
+            r.stop.name()
         );
     }
     gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
@@ -350,4 +397,43 @@ fn denoise_table(
     )?;
     eprintln!("wrote {}/results.csv and results.json", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(psnr: Option<f64>, stop: StopReason) -> Row {
+        Row {
+            image: "a".into(),
+            kernel: "uniform".into(),
+            scale: 1,
+            noise: 7.65,
+            returned: "z",
+            psnr,
+            ssim: psnr.map(|_| 0.9),
+            psnr_last_iterate: psnr,
+            ssim_last_iterate: psnr.map(|_| 0.9),
+            iterations: 10,
+            seconds: 1.0,
+            stop,
+        }
+    }
+
+    #[test]
+    fn diverged_restorations_are_left_out_of_the_means_and_counted() {
+        let ok = [
+            row(Some(30.0), StopReason::Converged),
+            row(Some(20.0), StopReason::MaxIterations),
+        ];
+        let diverged = row(None, StopReason::Diverged);
+        // An old-style score: a number for PSNR but no SSIM also counts as diverged.
+        let mut half = row(Some(200.0), StopReason::MaxIterations);
+        half.ssim = None;
+        let rows = [&ok[0], &ok[1], &diverged, &half];
+        assert_eq!(mean_cells(&rows), "25.00 (2 diverged) | 10 | 1.00");
+        assert_eq!(mean_cells(&[&ok[0]]), "30.00 | 10 | 1.00");
+        assert_eq!(mean_cells(&[&diverged]), "diverged (1) | – | –");
+        assert_eq!(mean_cells(&[]), "– | – | –");
+    }
 }

@@ -250,10 +250,6 @@ fn report(
     outdir: &Path,
 ) -> anyhow::Result<()> {
     let truth = problem.ground_truth.as_ref().context("no ground truth")?;
-    let restored = r.image.f_clamp(0.0, 1.0)?;
-    let psnr = metrics::psnr(&restored, truth)?[0];
-    let ssim = metrics::ssim(&restored, truth)?[0];
-    let last = r.last_iterate.f_clamp(0.0, 1.0)?;
     if problem.observation.size() == truth.size() {
         let obs = problem.observation.f_clamp(0.0, 1.0)?;
         println!(
@@ -270,16 +266,25 @@ fn report(
         monitor::stop_label(r.stop, &r.monotonicity),
         r.seconds
     );
-    println!(
-        "restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}  (returned: {})",
-        cfg.returned_variable()
-    );
-    if matches!(cfg, AlgorithmConfig::GsPgd(g) if g.output == GsOutput::Z) {
+    if r.stop == gradstep_pnp::StopReason::Diverged {
+        // Not scored: the image is the last finite iterate before the run blew up.
+        println!("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)");
+    } else {
+        let restored = r.image.f_clamp(0.0, 1.0)?;
+        let psnr = metrics::psnr(&restored, truth)?[0];
+        let ssim = metrics::ssim(&restored, truth)?[0];
         println!(
-            "last iterate x: PSNR {:.2} dB  SSIM {:.4}",
-            metrics::psnr(&last, truth)?[0],
-            metrics::ssim(&last, truth)?[0]
+            "restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}  (returned: {})",
+            cfg.returned_variable()
         );
+        if matches!(cfg, AlgorithmConfig::GsPgd(g) if g.output == GsOutput::Z) {
+            let last = r.last_iterate.f_clamp(0.0, 1.0)?;
+            println!(
+                "last iterate x: PSNR {:.2} dB  SSIM {:.4}",
+                metrics::psnr(&last, truth)?[0],
+                metrics::ssim(&last, truth)?[0]
+            );
+        }
     }
     println!(
         "wrote {} (observed.png, restored.png, convergence.json, config.json, {plots} plot(s))",

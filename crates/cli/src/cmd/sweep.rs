@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Images of one point restored together in one batch.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Skip lines of the records files that are not records (each reported as file:line
+    /// and the reason; their points run again) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
     #[command(flatten)]
     run: common::RunOptions,
 }
@@ -54,6 +58,10 @@ pub struct MergeArgs {
     /// Fail unless every grid point has exactly one `done` record.
     #[arg(long)]
     strict: bool,
+    /// Skip lines of the records files that are not records (each reported as file:line
+    /// and the reason) instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
 }
 
 /// Arguments of `gradstep sweep submit`.
@@ -106,7 +114,7 @@ fn name_of(config: &Path, name: Option<String>) -> anyhow::Result<String> {
 fn run_points(a: RunArgs) -> anyhow::Result<()> {
     let config = SweepConfig::load(&a.config)?;
     let name = name_of(&a.config, a.name)?;
-    let dir = SweepDir::new(&a.runs_dir, &name)?;
+    let dir = SweepDir::new(&a.runs_dir, &name)?.skip_bad_lines(a.skip_bad);
     let device = common::parse_device(a.device.as_deref())?;
     common::autotune_convolutions(device);
     let mut runner = PnpRunner::new(device, a.batch).with_options(a.run.inference(device))?;
@@ -114,7 +122,15 @@ fn run_points(a: RunArgs) -> anyhow::Result<()> {
     let mut k = 0;
     let mut progress = |r: &sweep::Record| {
         k += 1;
+        let diverged = r.diverged_images();
         match &r.outcome {
+            Outcome::Done { images, .. } if diverged > 0 => println!(
+                "[{k}/{total}] {} diverged: {diverged} of {} images (no PSNR/SSIM), {:.1} iterations, {:.1} s",
+                r.id,
+                images.len(),
+                r.mean_iterations().unwrap_or(f64::NAN),
+                r.seconds
+            ),
             Outcome::Done { .. } => println!(
                 "[{k}/{total}] {} done: PSNR {:.2} dB, SSIM {:.4}, {:.1} iterations, {:.1} s",
                 r.id,
@@ -141,16 +157,18 @@ fn run_points(a: RunArgs) -> anyhow::Result<()> {
 }
 
 fn merge(a: MergeArgs) -> anyhow::Result<()> {
-    let dir = SweepDir::new(&a.runs_dir, &a.name)?;
+    let dir = SweepDir::new(&a.runs_dir, &a.name)?.skip_bad_lines(a.skip_bad);
     let r = sweep::merge(&dir)?;
     println!(
-        "sweep {}: {} points, {} done, {} failed, {} missing, {} run more than once",
+        "sweep {}: {} points, {} done ({} diverged), {} failed, {} missing, {} run more than once, {} unreadable lines skipped",
         a.name,
         r.grid,
         r.done,
+        r.diverged,
         r.failed,
         r.missing.len(),
-        r.duplicated.len()
+        r.duplicated.len(),
+        r.skipped.len()
     );
     for f in &r.files {
         println!("wrote {}", f.display());

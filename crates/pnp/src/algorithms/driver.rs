@@ -90,6 +90,8 @@ struct Readout {
     step_norm: Vec<f64>,
     x_norm: Vec<f64>,
     psnr: Vec<Option<f64>>,
+    /// Whether the proposed iterate and output hold only finite values.
+    finite: Vec<bool>,
 }
 
 /// Reads `step`'s numbers, `‖x_next − x‖` and `‖x‖` (when `x` is given) and the PSNR of
@@ -105,6 +107,7 @@ fn read_out(step: &Step, x: Option<&Tensor>, truth: &Option<Tensor>) -> Result<R
         Some(t) => gradstep_data::metrics::mse_per_image(&step.next.output.f_clamp(0.0, 1.0)?, t)?,
         None => nan,
     };
+    let finite = all_finite(&step.next.x)?.f_logical_and(&all_finite(&step.next.output)?)?;
     let rows = [
         &step.value,
         &step.objective,
@@ -113,6 +116,7 @@ fn read_out(step: &Step, x: Option<&Tensor>, truth: &Option<Tensor>) -> Result<R
         &dx,
         &xn,
         &mse,
+        &finite,
     ]
     .iter()
     .map(|t| t.f_to_kind(Kind::Double))
@@ -126,15 +130,30 @@ fn read_out(step: &Step, x: Option<&Tensor>, truth: &Option<Tensor>) -> Result<R
         regulariser: row(3),
         step_norm: row(4),
         x_norm: row(5),
+        // A non-finite output has no PSNR (None), never a number.
         psnr: row(6)
             .into_iter()
             .map(|m| {
                 truth
                     .as_ref()
                     .map(|_| gradstep_data::metrics::psnr_of_mse(m))
+                    .filter(|p| p.is_finite())
             })
             .collect(),
+        finite: row(7).into_iter().map(|f| f == 1.0).collect(),
     })
+}
+
+/// `[B]` bool tensor: whether each image of `t` holds only finite values.
+fn all_finite(t: &Tensor) -> Result<Tensor> {
+    Ok(t.f_isfinite()?.f_flatten(1, -1)?.f_all_dim(1, false)?)
+}
+
+/// Whether a per-problem number went from known to non-finite: `±∞`, or NaN where the
+/// previous value was a number (schemes write NaN for numbers they do not know, e.g. the
+/// objective of HQS, which stays NaN throughout).
+fn became_non_finite(previous: f64, now: f64) -> bool {
+    now.is_infinite() || (now.is_nan() && !previous.is_nan())
 }
 
 /// Acceptance and stopping rules of one problem at one iteration.
@@ -201,7 +220,7 @@ pub(crate) trait Scheme {
 }
 
 /// Why a problem stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StopReason {
     /// The relative change fell below the tolerance and the tested value never increased.
@@ -213,6 +232,9 @@ pub enum StopReason {
     MaxIterations,
     /// Backtracking shrank `τ` below `10⁻¹²τ₀` without an accepted step.
     StepCollapsed,
+    /// The iterate, the tested value or the objective became non-finite (NaN or `±∞`) where
+    /// no backtracking applies: the problem stopped at once, with no PSNR/SSIM.
+    Diverged,
 }
 
 impl StopReason {
@@ -223,6 +245,7 @@ impl StopReason {
             StopReason::ToleranceNotMonotone => "tolerance-not-monotone",
             StopReason::MaxIterations => "max-iterations",
             StopReason::StepCollapsed => "step-collapsed",
+            StopReason::Diverged => "diverged",
         }
     }
 }
@@ -297,6 +320,15 @@ pub(crate) fn run(
             backtracks: 0,
         });
     }
+    // A start that is not finite diverges at the first pass of the loop (its step is wasted).
+    let start_diverged: Vec<bool> = (0..n)
+        .map(|i| {
+            !r0.finite[i]
+                || [r0.value[i], r0.objective[i], r0.data[i]]
+                    .iter()
+                    .any(|&v| became_non_finite(f64::NAN, v))
+        })
+        .collect();
     let mut s = start.next;
     s.value = r0.value;
 
@@ -312,10 +344,25 @@ pub(crate) fn run(
             let id = a.ids[j];
             let rules = scheme.rules(id, a.iters[j]);
             let (old, new) = (s.value[j], r.value[j]);
+            let (last_objective, last_data) = records[id]
+                .last()
+                .map_or((f64::NAN, f64::NAN), |l| (l.objective, l.data));
+            let finite = !start_diverged[id]
+                && r.finite[j]
+                && !became_non_finite(old, new)
+                && !became_non_finite(last_objective, r.objective[j])
+                && !became_non_finite(last_data, r.data[j]);
             let ok = match rules.backtracking {
-                Some((gamma, _)) => old - new >= gamma / tau[id] * dx[j] * dx[j],
-                None => true,
+                // A non-finite trial fails the sufficient-decrease test (also `F = −∞`, which
+                // `old − new ≥ …` would accept): `τ` shrinks as for any rejected trial.
+                Some((gamma, _)) => finite && old - new >= gamma / tau[id] * dx[j] * dx[j],
+                None => finite,
             };
+            if !finite && (rules.backtracking.is_none() || start_diverged[id]) {
+                // Stop at once; the result stays the last accepted iterate.
+                finished[j] = Some(StopReason::Diverged);
+                continue;
+            }
             if !ok {
                 let (_, eta) = rules.backtracking.unwrap_or((0.1, 0.9));
                 tau[id] *= eta;

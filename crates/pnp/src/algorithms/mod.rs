@@ -29,7 +29,8 @@ pub use driver::{Monotonicity, StopReason};
 #[derive(Debug)]
 pub struct Restoration {
     /// The restored image `[1, C, H, W]` (not clipped): the variable the official code returns
-    /// ([`AlgorithmConfig::returned_variable`]).
+    /// ([`AlgorithmConfig::returned_variable`]) at the last accepted iterate (for
+    /// [`StopReason::Diverged`], the one before the non-finite step).
     pub image: Tensor,
     /// The algorithm's last iterate `x_K` (GS-PnP: the last data-prox output; Prox-PnP-DRS:
     /// the DRS variable), not clipped. Equal to `image` where the algorithm returns `x_K`.
@@ -44,7 +45,8 @@ pub struct Restoration {
     pub stop: StopReason,
     /// One record per accepted iteration, the start (iteration 0) first.
     pub records: Vec<IterationRecord>,
-    /// PSNR (dB) of the clipped result when the ground truth is known.
+    /// PSNR (dB) of the clipped result when the ground truth is known; `None` for a
+    /// [`StopReason::Diverged`] result (its image must not be scored).
     pub psnr: Option<f64>,
     /// Wall time in seconds (a batch's time shared equally by its problems).
     pub seconds: f64,
@@ -180,10 +182,14 @@ pub fn restore_batch(
         .into_iter()
         .zip(problems)
         .map(|(o, p)| {
+            // A diverged result is not scored: no code path turns NaN into a number.
             let psnr_of = |image: &Tensor| -> Result<Option<f64>> {
                 Ok(match &p.ground_truth {
-                    Some(t) => Some(gradstep_data::psnr(&image.f_clamp(0.0, 1.0)?, t)?[0]),
-                    None => None,
+                    Some(t) if o.stop != StopReason::Diverged => {
+                        Some(gradstep_data::psnr(&image.f_clamp(0.0, 1.0)?, t)?[0])
+                            .filter(|p| p.is_finite())
+                    }
+                    _ => None,
                 })
             };
             Ok(Restoration {

@@ -41,8 +41,9 @@ pub struct RunSummary {
     pub failed: usize,
 }
 
-/// Expands `config`, writes `grid.json`, and runs the points of `shard` that have no `done`
-/// record yet, appending one record per point. `progress` is called after each point.
+/// Expands `config`, writes `grid.json`, drops a torn last line of the shard's records file
+/// (a crash during a write: that point runs again), and runs the points of `shard` that have
+/// no `done` record yet, appending one record per point. `progress` is called after each point.
 pub fn run_shard(
     config: &SweepConfig,
     dir: &SweepDir,
@@ -52,6 +53,7 @@ pub fn run_shard(
 ) -> SweepResult<RunSummary> {
     let grid = expand(config);
     dir.write_grid(config, &grid)?;
+    dir.drop_torn_tail(shard)?;
     let finished = dir.latest()?;
     let mine = shard.select(&grid);
     let mut summary = RunSummary {

@@ -4,6 +4,9 @@
 //! - `tau0.png`: mean PSNR against `log₁₀ τ₀` (GS-PnP collapses when `τ₀` is too large);
 //! - `convergence.png`: objective and PSNR against the iteration for chosen points.
 //!
+//! Diverged points have no PSNR: they are not part of any line; a black cross along the top
+//! edge marks the `x` of each, and the title and `figures.md` say how many there are.
+//!
 //! Text (titles, ticks, legend) needs a TrueType font: plotters' `ab_glyph` backend is given
 //! `$GRADSTEP_FONT` or a common system font (DejaVu / Liberation Sans); `GRADSTEP_FONT=none`
 //! turns text off. Without a font the
@@ -39,6 +42,9 @@ pub struct Chart {
     pub y_label: String,
     /// Lines.
     pub series: Vec<Series>,
+    /// `x` of the points left out because they diverged (drawn as black crosses on the top
+    /// edge; repeated `x` values appear once per point).
+    pub diverged: Vec<f64>,
 }
 
 /// Which parameter a figure puts on its horizontal axis.
@@ -62,15 +68,27 @@ pub fn draw_all(dir: &Path, done: &[&Record]) -> SweepResult<Vec<PathBuf>> {
         ("tau0.png", Axis::Log10Tau0, "PSNR vs τ₀", "log10 τ₀"),
     ];
     for (file, axis, title, x_label) in figures {
-        let series = sweep_series(done, axis);
-        if series.iter().all(|s| s.points.len() < 2) {
+        let (series, diverged) = sweep_series(done, axis);
+        // Worth a figure: a line, or diverged points where the parameter varies.
+        let xs: BTreeSet<u64> = series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .chain(diverged.iter().copied())
+            .map(f64::to_bits)
+            .collect();
+        if series.iter().all(|s| s.points.len() < 2) && (diverged.is_empty() || xs.len() < 2) {
             continue;
         }
+        let title = match diverged.len() {
+            0 => title.to_string(),
+            n => format!("{title} ({n} diverged: ×)"),
+        };
         let chart = Chart {
-            title: title.into(),
+            title,
             x_label: x_label.into(),
             y_label: "mean PSNR (dB)".into(),
             series,
+            diverged,
         };
         let path = dir.join(file);
         let charts = [chart];
@@ -111,12 +129,19 @@ fn components(p: &Point, axis: Axis) -> Vec<(&'static str, String)> {
     c
 }
 
-/// One series per combination of the other parameters, `y` averaged over kernels.
-fn sweep_series(done: &[&Record], axis: Axis) -> Vec<Series> {
+/// One series per combination of the other parameters, `y` averaged over kernels, and the
+/// `x` of the diverged points (left out of the series).
+fn sweep_series(done: &[&Record], axis: Axis) -> (Vec<Series>, Vec<f64>) {
     let x_of = |p: &Point| match axis {
         Axis::SigmaRatio => p.sigma_ratio(),
         Axis::Log10Tau0 => p.tau0.map(f64::log10),
     };
+    let mut diverged: Vec<f64> = done
+        .iter()
+        .filter(|r| r.diverged_images() > 0)
+        .filter_map(|r| x_of(&r.params))
+        .collect();
+    diverged.sort_by(f64::total_cmp);
     let usable: Vec<(&Record, f64, f64)> = done
         .iter()
         .filter_map(|r| Some((*r, x_of(&r.params)?, r.mean_psnr()?)))
@@ -143,7 +168,7 @@ fn sweep_series(done: &[&Record], axis: Axis) -> Vec<Series> {
             .or_default()
             .push(*psnr);
     }
-    groups
+    let series = groups
         .into_iter()
         .map(|(label, by_x)| {
             let mut points: Vec<(f64, f64)> = by_x
@@ -153,7 +178,8 @@ fn sweep_series(done: &[&Record], axis: Axis) -> Vec<Series> {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Series { label, points }
         })
-        .collect()
+        .collect();
+    (series, diverged)
 }
 
 /// Objective and PSNR per iteration of up to 6 points spread over the PSNR range.
@@ -202,12 +228,14 @@ fn convergence_charts(done: &[&Record]) -> Vec<Chart> {
             x_label: "iteration".into(),
             y_label: "F / Lyapunov".into(),
             series: objective,
+            diverged: Vec::new(),
         },
         Chart {
             title: "PSNR".into(),
             x_label: "iteration".into(),
             y_label: "PSNR (dB)".into(),
             series: psnr,
+            diverged: Vec::new(),
         },
     ]
 }
@@ -259,7 +287,7 @@ fn render(path: &Path, buf: &mut [u8], size: (u32, u32), charts: &[Chart]) -> Sw
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let panels = root.split_evenly((1, charts.len().max(1)));
     for (chart, area) in charts.iter().zip(&panels) {
-        let (x0, x1, y0, y1) = bounds(&chart.series);
+        let (x0, x1, y0, y1) = bounds(&chart.series, &chart.diverged);
         let mut builder = ChartBuilder::on(area);
         builder.margin(15);
         if text {
@@ -297,6 +325,15 @@ fn render(path: &Path, buf: &mut [u8], size: (u32, u32), charts: &[Chart]) -> Sw
                     .map_err(|e| err(&e))?;
             }
         }
+        // Diverged points: a black cross on the top edge at their `x`.
+        let top = y1 - 0.03 * (y1 - y0);
+        ctx.draw_series(
+            chart
+                .diverged
+                .iter()
+                .map(|&x| Cross::new((x, top), 6, BLACK.stroke_width(2))),
+        )
+        .map_err(|e| err(&e))?;
         if text && !chart.series.is_empty() {
             ctx.configure_series_labels()
                 .background_style(WHITE.mix(0.85))
@@ -310,8 +347,9 @@ fn render(path: &Path, buf: &mut [u8], size: (u32, u32), charts: &[Chart]) -> Sw
     root.present().map_err(|e| err(&e))
 }
 
-/// The data range with a 5 % margin (a flat or single-point range gets a unit width).
-fn bounds(series: &[Series]) -> (f64, f64, f64, f64) {
+/// The data range with a 5 % margin (a flat or single-point range gets a unit width); the
+/// `x` of diverged points widen the horizontal range only.
+fn bounds(series: &[Series], diverged: &[f64]) -> (f64, f64, f64, f64) {
     let pts = series.iter().flat_map(|s| s.points.iter());
     let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
     for &(x, y) in pts {
@@ -319,6 +357,10 @@ fn bounds(series: &[Series]) -> (f64, f64, f64, f64) {
         x1 = x1.max(x);
         y0 = y0.min(y);
         y1 = y1.max(y);
+    }
+    for &x in diverged {
+        x0 = x0.min(x);
+        x1 = x1.max(x);
     }
     let pad = |a: f64, b: f64| {
         if a > b {
@@ -338,7 +380,7 @@ fn bounds(series: &[Series]) -> (f64, f64, f64, f64) {
 fn describe(file: &str, charts: &[Chart]) -> String {
     let mut out = format!("## {file}\n\n");
     for c in charts {
-        let (x0, x1, y0, y1) = bounds(&c.series);
+        let (x0, x1, y0, y1) = bounds(&c.series, &c.diverged);
         out.push_str(&format!(
             "- panel **{}**: x = {} [{x0:.3}, {x1:.3}], y = {} [{y0:.3}, {y1:.3}]\n",
             c.title, c.x_label, c.y_label
@@ -349,6 +391,14 @@ fn describe(file: &str, charts: &[Chart]) -> String {
                 "  - #{r:02x}{g:02x}{b:02x}: {} ({} points)\n",
                 s.label,
                 s.points.len()
+            ));
+        }
+        if !c.diverged.is_empty() {
+            let xs: Vec<String> = c.diverged.iter().map(|x| format!("{x:.3}")).collect();
+            out.push_str(&format!(
+                "  - black ×: {} diverged points, not drawn as lines (no PSNR), at x = {}\n",
+                c.diverged.len(),
+                xs.join(", ")
             ));
         }
     }
@@ -368,10 +418,14 @@ mod tests {
                 points,
             }]
         };
-        let (x0, x1, y0, y1) = bounds(&s(vec![(1.0, 20.0), (3.0, 30.0)]));
+        let (x0, x1, y0, y1) = bounds(&s(vec![(1.0, 20.0), (3.0, 30.0)]), &[]);
         assert!((x0 - 0.9).abs() < 1e-12 && (x1 - 3.1).abs() < 1e-12);
         assert!((y0 - 19.5).abs() < 1e-12 && (y1 - 30.5).abs() < 1e-12);
-        let (x0, x1, ..) = bounds(&s(vec![(2.0, 5.0)]));
+        let (x0, x1, ..) = bounds(&s(vec![(2.0, 5.0)]), &[]);
         assert_eq!((x0, x1), (1.5, 2.5));
+        // Diverged points widen the x range only.
+        let (x0, x1, y0, y1) = bounds(&s(vec![(1.0, 20.0), (3.0, 30.0)]), &[5.0]);
+        assert!((x0 - 0.8).abs() < 1e-12 && (x1 - 5.2).abs() < 1e-12);
+        assert!((y0 - 19.5).abs() < 1e-12 && (y1 - 30.5).abs() < 1e-12);
     }
 }

@@ -9,14 +9,14 @@ use serde::Serialize;
 
 use crate::sweep::error::{SweepError, SweepResult};
 use crate::sweep::figures;
-use crate::sweep::store::{Outcome, Record, SweepDir};
+use crate::sweep::store::{latest_of, BadLine, Outcome, Record, SweepDir};
 
 /// One row of the merged table: the parameters and the mean scores of one point.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     /// Point id.
     pub id: String,
-    /// `done` or `failed`.
+    /// `done`, `diverged` (done, with at least one diverged image) or `failed`.
     pub status: &'static str,
     /// Algorithm name.
     pub algorithm: &'static str,
@@ -42,9 +42,11 @@ pub struct Row {
     pub alpha: Option<f64>,
     /// Number of images.
     pub images: usize,
-    /// Mean PSNR (dB).
+    /// Images whose restoration diverged (no PSNR/SSIM).
+    pub diverged: usize,
+    /// Mean PSNR (dB); empty for failed and diverged points.
     pub psnr: Option<f64>,
-    /// Mean SSIM.
+    /// Mean SSIM; empty for failed and diverged points.
     pub ssim: Option<f64>,
     /// Mean iterations.
     pub iterations: Option<f64>,
@@ -58,7 +60,11 @@ impl Row {
     /// The row of a record.
     pub fn of(r: &Record) -> Row {
         let p = &r.params;
+        let diverged = r.diverged_images();
         let (status, images, error) = match &r.outcome {
+            Outcome::Done { images, .. } if diverged > 0 => {
+                ("diverged", images.len(), String::new())
+            }
             Outcome::Done { images, .. } => ("done", images.len(), String::new()),
             Outcome::Failed { error } => ("failed", 0, error.clone()),
         };
@@ -80,6 +86,7 @@ impl Row {
             tau0: p.tau0,
             alpha: p.alpha,
             images,
+            diverged,
             psnr: r.mean_psnr(),
             ssim: r.mean_ssim(),
             iterations: r.mean_iterations(),
@@ -94,8 +101,10 @@ impl Row {
 pub struct MergeReport {
     /// Points in `grid.json`.
     pub grid: usize,
-    /// Points with a `done` record.
+    /// Points with a `done` record (diverged ones included).
     pub done: usize,
+    /// Points done with at least one diverged image (shown as diverged, left out of figures).
+    pub diverged: usize,
     /// Points whose latest record is `failed`.
     pub failed: usize,
     /// Points of the grid without any record.
@@ -106,18 +115,21 @@ pub struct MergeReport {
     pub foreign: usize,
     /// Files written.
     pub files: Vec<PathBuf>,
+    /// Lines of the records files that are not records, skipped (with
+    /// [`SweepDir::skip_bad_lines`]; without it they stop the merge).
+    pub skipped: Vec<BadLine>,
 }
 
 /// Merges the records of `dir`: `table.csv`, `table.md` and the figures (`u-curve.png`,
 /// `tau0.png`, `convergence.png` when the records allow them).
 pub fn merge(dir: &SweepDir) -> SweepResult<MergeReport> {
     let grid = dir.read_grid()?;
-    let records = dir.read_records()?;
+    let (records, skipped) = dir.read_all()?;
     let mut done_count: BTreeMap<&str, usize> = BTreeMap::new();
     for r in records.iter().filter(|r| r.is_done()) {
         *done_count.entry(r.id.as_str()).or_default() += 1;
     }
-    let latest = dir.latest()?;
+    let latest = latest_of(records.iter().cloned());
     let in_grid: std::collections::BTreeSet<&str> = grid.ids.iter().map(String::as_str).collect();
     let rows: Vec<(Row, &Record)> = grid
         .ids
@@ -152,7 +164,8 @@ pub fn merge(dir: &SweepDir) -> SweepResult<MergeReport> {
     files.extend(figures::draw_all(dir.path(), &done)?);
     Ok(MergeReport {
         grid: grid.ids.len(),
-        done: rows.iter().filter(|(r, _)| r.status == "done").count(),
+        done: rows.iter().filter(|(_, r)| r.is_done()).count(),
+        diverged: rows.iter().filter(|(r, _)| r.status == "diverged").count(),
         failed: rows.iter().filter(|(r, _)| r.status == "failed").count(),
         missing: grid
             .ids
@@ -170,6 +183,7 @@ pub fn merge(dir: &SweepDir) -> SweepResult<MergeReport> {
             .filter(|id| !in_grid.contains(id.as_str()))
             .count(),
         files,
+        skipped,
     })
 }
 
@@ -215,14 +229,22 @@ pub fn markdown(description: &str, rows: &[Row]) -> String {
     out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
     for r in rows {
         let mut cells: Vec<String> = used.iter().map(|(_, f)| f(r)).collect();
-        cells.push(opt(r.psnr, 2));
-        cells.push(opt(r.ssim, 4));
+        let diverged = r.status == "diverged";
+        let metric = |v: Option<f64>, digits: usize| {
+            if diverged {
+                "diverged".to_string()
+            } else {
+                opt(v, digits)
+            }
+        };
+        cells.push(metric(r.psnr, 2));
+        cells.push(metric(r.ssim, 4));
         cells.push(opt(r.iterations, 1));
         cells.push(format!("{:.1}", r.seconds));
-        cells.push(if r.status == "done" {
-            "done".into()
-        } else {
-            format!("failed: {}", r.error.replace('|', "\\|"))
+        cells.push(match r.status {
+            "failed" => format!("failed: {}", r.error.replace('|', "\\|")),
+            "diverged" => format!("diverged ({} of {} images)", r.diverged, r.images),
+            status => status.to_string(),
         });
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }

@@ -6,7 +6,8 @@
 //!   (SHA-256 of the parameters), and the share `i mod N` of shard `I/N`;
 //! - [`run_shard`] with a [`PointRunner`] ([`PnpRunner`] restores with [`crate::algorithms::restore_all`]):
 //!   finished points are skipped, a failing or panicking point is recorded as `failed`;
-//! - [`SweepDir`]: `runs/sweeps/<name>/` (`grid.json`, `records-<I>of<N>.jsonl`);
+//! - [`SweepDir`]: `runs/sweeps/<name>/` (`grid.json`, `records-<I>of<N>.jsonl`; a torn last
+//!   line is moved aside on the shard's next run, bad lines stop a command unless skipped);
 //! - [`merge()`]: `table.csv`, `table.md`, `u-curve.png`, `tau0.png`, `convergence.png`.
 //!
 //! ```no_run
@@ -36,7 +37,7 @@ pub use figures::{draw, Chart, Series};
 pub use grid::{expand, GridPoint, Point, Shard};
 pub use merge::{markdown, merge, MergeReport, Row};
 pub use runner::{algorithm_config, load_set, PnpRunner};
-pub use store::{Curve, GridFile, ImageScore, Outcome, Record, SweepDir};
+pub use store::{BadLine, Curve, GridFile, ImageScore, Outcome, Record, SweepDir};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use gradstep_model::{Checkpoint, GradientStepDenoiser, InferenceOptions};
 use tch::{Device, Kind, Tensor};
 
-use crate::algorithms::{AlgorithmConfig, AlgorithmKind, TaskKind};
+use crate::algorithms::{AlgorithmConfig, AlgorithmKind, StopReason, TaskKind};
 use crate::error::{PnpError, Result};
 use crate::kernels::KernelSpec;
 use crate::problem::{RestorationProblem, Task as Degrade};
@@ -108,13 +108,23 @@ impl PnpRunner {
             let truth = problem.ground_truth.as_ref().ok_or_else(|| {
                 PnpError::Invalid("synthesized problem without ground truth".into())
             })?;
-            let x = r.image.f_clamp(0.0, 1.0)?;
+            // A diverged restoration is not scored (its image is the last finite iterate).
+            let (psnr, ssim) = if r.stop == StopReason::Diverged {
+                (None, None)
+            } else {
+                let x = r.image.f_clamp(0.0, 1.0)?;
+                (
+                    ImageScore::metric(gradstep_data::psnr(&x, truth)?[0]),
+                    ImageScore::metric(gradstep_data::ssim(&x, truth)?[0]),
+                )
+            };
             scores.push(ImageScore {
                 image: name.clone(),
-                psnr: gradstep_data::psnr(&x, truth)?[0],
-                ssim: gradstep_data::ssim(&x, truth)?[0],
+                psnr,
+                ssim,
                 iterations: r.iterations,
                 seconds: r.seconds,
+                stop: Some(r.stop),
             });
             if curve.is_none() {
                 curve = Some(Curve {

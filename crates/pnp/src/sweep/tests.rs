@@ -71,10 +71,11 @@ impl PointRunner for FakeRunner {
         Ok(PointResult {
             images: vec![ImageScore {
                 image: "a.png".into(),
-                psnr,
-                ssim: 0.9,
+                psnr: Some(psnr),
+                ssim: Some(0.9),
                 iterations: 3,
                 seconds: 0.01,
+                stop: Some(crate::StopReason::MaxIterations),
             }],
             curve: Some(Curve {
                 image: "a.png".into(),
@@ -323,12 +324,14 @@ fn pnp_runner_restores_real_points_and_records_kernel_errors() {
                 assert!(!gaussian);
                 assert_eq!(images.len(), 2);
                 for im in images {
-                    assert!(im.psnr.is_finite() && im.psnr > 5.0 && im.ssim <= 1.0);
+                    let (psnr, ssim) = (im.psnr.unwrap(), im.ssim.unwrap());
+                    assert!(psnr.is_finite() && psnr > 5.0 && ssim <= 1.0);
                     assert!((1..=3).contains(&im.iterations));
+                    assert_eq!(im.stop, Some(crate::StopReason::MaxIterations));
                 }
                 let curve = curve.as_ref().unwrap();
                 assert_eq!(curve.objective.len(), images[0].iterations + 1);
-                assert!((curve.psnr.last().unwrap() - images[0].psnr).abs() < 1e-6);
+                assert!((curve.psnr.last().unwrap() - images[0].psnr.unwrap()).abs() < 1e-6);
             }
             Outcome::Failed { error } => {
                 assert!(gaussian, "{error}");
@@ -376,4 +379,297 @@ fn shipped_configs_parse_expand_and_validate() {
         c.settings.kernel_dir = c.settings.kernel_dir.as_deref().map(rebase);
         c.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
     }
+}
+
+/// A config of 4 points (ν = 2.55, two kernels, σ_den/ν ∈ {1, 2}) that [`FakeRunner`] and
+/// [`DivergingRunner`] finish without failures.
+fn four_point_config(dir: &Path) -> SweepConfig {
+    let text = config_json(dir, "")
+        .replace("[2.55, 7.65]", "[2.55]")
+        .replace(r#", {"absolute": 10.0}"#, "");
+    load(dir, &text).unwrap()
+}
+
+/// Like [`FakeRunner`], but the restorations of σ_den/ν = 2 diverge; the curves hold NaN
+/// (an unknown objective, as HQS writes).
+struct DivergingRunner {
+    calls: usize,
+}
+
+impl PointRunner for DivergingRunner {
+    fn run(&mut self, p: &Point) -> Result<PointResult, String> {
+        self.calls += 1;
+        let diverged = p.sigma_ratio() == Some(2.0);
+        let (psnr, stop) = if diverged {
+            (None, crate::StopReason::Diverged)
+        } else {
+            (Some(28.0 - p.noise / 10.0), crate::StopReason::Converged)
+        };
+        Ok(PointResult {
+            images: vec![ImageScore {
+                image: "a.png".into(),
+                psnr,
+                ssim: psnr.map(|_| 0.8),
+                iterations: 2,
+                seconds: 0.01,
+                stop: Some(stop),
+            }],
+            curve: Some(Curve {
+                image: "a.png".into(),
+                objective: vec![f64::NAN, f64::NAN, f64::NAN],
+                psnr: vec![20.0, 24.0, psnr.unwrap_or(f64::NAN)],
+            }),
+        })
+    }
+}
+
+#[test]
+fn diverged_points_are_recorded_read_back_and_shown_as_diverged() {
+    let dir = temp_dir("diverged");
+    let c = four_point_config(&dir);
+    let sweep = SweepDir::new(&dir.join("runs"), "d").unwrap();
+    let mut runner = DivergingRunner { calls: 0 };
+    let s = run_shard(&c, &sweep, Shard::ALL, &mut runner, &mut |_| {}).unwrap();
+    assert_eq!((s.done, s.failed), (4, 0));
+    // Regression: NaN was written as `null`, which did not read back as an f64.
+    let records = sweep.read_records().unwrap();
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        let Outcome::Done { images, curve } = &r.outcome else {
+            panic!("{r:?}")
+        };
+        let curve = curve.as_ref().unwrap();
+        assert!(curve.objective.iter().all(|v| v.is_nan()));
+        if r.params.sigma_ratio() == Some(2.0) {
+            assert_eq!(r.diverged_images(), 1);
+            assert_eq!((images[0].psnr, images[0].ssim), (None, None));
+            assert_eq!(images[0].stop, Some(crate::StopReason::Diverged));
+            assert_eq!((r.mean_psnr(), r.mean_ssim()), (None, None));
+            assert_eq!(r.mean_iterations(), Some(2.0));
+            assert!(curve.psnr[2].is_nan());
+        } else {
+            assert_eq!(r.diverged_images(), 0);
+            assert_eq!(r.mean_psnr(), Some(28.0 - 0.255));
+        }
+    }
+    // Diverged points are finished: a second run runs nothing.
+    let s = run_shard(&c, &sweep, Shard::ALL, &mut runner, &mut |_| {}).unwrap();
+    assert_eq!((s.skipped, runner.calls), (4, 4));
+    let report = merge(&sweep).unwrap();
+    assert_eq!((report.done, report.diverged, report.failed), (4, 2, 0));
+    let md = std::fs::read_to_string(sweep.path().join("table.md")).unwrap();
+    let diverged_rows: Vec<&str> = md.lines().filter(|l| l.contains("2.000 |")).collect();
+    assert_eq!(diverged_rows.len(), 2, "{md}");
+    for row in diverged_rows {
+        assert!(
+            row.contains("| diverged | diverged | 2.0 |")
+                && row.ends_with("| diverged (1 of 1 images) |"),
+            "{row}"
+        );
+    }
+    assert!(!md.contains("NaN") && !md.contains("200.00"), "{md}");
+    let csv = std::fs::read_to_string(sweep.path().join("table.csv")).unwrap();
+    let status = |l: &str| l.split(',').nth(1).unwrap_or_default().to_owned();
+    let statuses: Vec<String> = csv.lines().skip(1).map(status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "diverged").count(),
+        2,
+        "{csv}"
+    );
+    // The figure leaves them out of the lines and marks them.
+    let notes = std::fs::read_to_string(sweep.path().join("figures.md")).unwrap();
+    assert!(
+        notes.contains("PSNR vs σ_den/ν (2 diverged: ×)")
+            && notes.contains(
+                "black ×: 2 diverged points, not drawn as lines (no PSNR), at x = 2.000, 2.000"
+            ),
+        "{notes}"
+    );
+}
+
+#[test]
+fn old_records_with_null_metrics_read_back_as_diverged_not_as_errors() {
+    let dir = temp_dir("old");
+    let c = four_point_config(&dir);
+    let sweep = SweepDir::new(&dir.join("runs"), "o").unwrap();
+    run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap();
+    // Rewrite the first record as the old code wrote a diverged one: PSNR 200 (the NaN MSE
+    // floored), SSIM NaN → `null`, no stop reason, and `null` in the curve.
+    let path = sweep.records_path(Shard::ALL);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut old: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let image = &mut old["images"][0];
+    image["psnr"] = 200.0.into();
+    image["ssim"] = serde_json::Value::Null;
+    image.as_object_mut().unwrap().remove("stop");
+    old["curve"]["objective"][1] = serde_json::Value::Null;
+    lines[0] = old.to_string();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let records = sweep.read_records().unwrap();
+    let r = &records[0];
+    assert_eq!(r.diverged_images(), 1, "{r:?}");
+    assert_eq!(
+        r.mean_psnr(),
+        None,
+        "the 200 dB of a diverged image is not averaged"
+    );
+    let Outcome::Done { images, curve } = &r.outcome else {
+        panic!()
+    };
+    assert_eq!((images[0].stop, images[0].ssim), (None, None));
+    assert!(curve.as_ref().unwrap().objective[1].is_nan());
+    let report = merge(&sweep).unwrap();
+    assert_eq!((report.done, report.diverged), (4, 1));
+}
+
+#[test]
+fn a_torn_last_record_is_moved_aside_and_its_point_runs_again() {
+    let dir = temp_dir("torn");
+    let c = four_point_config(&dir);
+    let sweep = SweepDir::new(&dir.join("runs"), "t").unwrap();
+    run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap();
+    let path = sweep.records_path(Shard::ALL);
+    let full = std::fs::read_to_string(&path).unwrap();
+    let last = full.lines().last().unwrap().to_owned();
+    let torn_id: String = serde_json::from_str::<Record>(&last).unwrap().id;
+    // A crash in the middle of writing the last record: half of it, no newline.
+    let cut = full.len() - 1 - last.len() / 2;
+    std::fs::write(&path, &full[..cut]).unwrap();
+
+    let mut runner = FakeRunner { calls: 0 };
+    let s = run_shard(&c, &sweep, Shard::ALL, &mut runner, &mut |_| {}).unwrap();
+    assert_eq!((s.skipped, s.done, runner.calls), (3, 1, 1));
+    // Regression: the new record was appended to the torn line, which no reader could parse.
+    let now = std::fs::read_to_string(&path).unwrap();
+    assert!(now.ends_with('\n') && now.lines().count() == 4, "{now}");
+    let records = sweep.read_records().unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[3].id, torn_id);
+    let aside = std::fs::read_to_string(path.with_extension("jsonl.torn")).unwrap();
+    assert_eq!(
+        aside,
+        format!("{}\n", &full[full.len() - 1 - last.len()..cut])
+    );
+    let report = merge(&sweep).unwrap();
+    assert_eq!(
+        (report.done, report.missing.len(), report.duplicated.len()),
+        (4, 0, 0)
+    );
+    // A clean file is left alone.
+    sweep.drop_torn_tail(Shard::ALL).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), now);
+}
+
+#[test]
+fn a_record_appended_to_a_torn_one_by_an_older_run_is_recovered() {
+    let dir = temp_dir("glued");
+    let c = four_point_config(&dir);
+    let sweep = SweepDir::new(&dir.join("runs"), "g").unwrap();
+    run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap();
+    let path = sweep.records_path(Shard::ALL);
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // What the old code left: line 2 torn, and line 3 appended right after it.
+    let glued = format!("{}{}", &lines[1][..lines[1].len() / 2], lines[2]);
+    std::fs::write(&path, format!("{}\n{glued}\n{}\n", lines[0], lines[3])).unwrap();
+    let ids: Vec<String> = sweep
+        .read_records()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let id = |l: &str| serde_json::from_str::<Record>(l).unwrap().id;
+    assert_eq!(ids, [id(&lines[0]), id(&lines[2]), id(&lines[3])]);
+    // The point of the torn line is missing and runs again.
+    let mut runner = FakeRunner { calls: 0 };
+    run_shard(&c, &sweep, Shard::ALL, &mut runner, &mut |_| {}).unwrap();
+    assert_eq!(runner.calls, 1);
+    assert_eq!(merge(&sweep).unwrap().done, 4);
+}
+
+#[test]
+fn a_bad_middle_line_stops_merge_with_file_and_line_unless_skipped() {
+    let dir = temp_dir("bad-line");
+    let c = four_point_config(&dir);
+    let sweep = SweepDir::new(&dir.join("runs"), "b").unwrap();
+    run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap();
+    let path = sweep.records_path(Shard::ALL);
+    let mut lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let lost = serde_json::from_str::<Record>(&lines[1]).unwrap().id;
+    lines[1] = "{\"id\": 12, garbage".into();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+
+    let e = merge(&sweep).unwrap_err().to_string();
+    assert!(
+        e.contains("records-0of1.jsonl:2: ") && e.contains("--skip-bad"),
+        "{e}"
+    );
+    let e = run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("records-0of1.jsonl:2: "), "{e}");
+
+    let skipping = sweep.clone().skip_bad_lines(true);
+    let report = merge(&skipping).unwrap();
+    assert_eq!(report.skipped.len(), 1);
+    assert_eq!(
+        (report.skipped[0].line, report.skipped[0].path.clone()),
+        (2, path.clone())
+    );
+    assert_eq!(
+        (report.done, report.missing.clone()),
+        (3, vec![lost.clone()])
+    );
+    // Skipping, a run runs the lost point again; the merge is then complete.
+    let mut runner = FakeRunner { calls: 0 };
+    run_shard(&c, &skipping, Shard::ALL, &mut runner, &mut |_| {}).unwrap();
+    assert_eq!(runner.calls, 1);
+    let report = merge(&skipping).unwrap();
+    assert_eq!(
+        (report.done, report.missing.len(), report.skipped.len()),
+        (4, 0, 1)
+    );
 }
