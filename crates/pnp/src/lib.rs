@@ -27,6 +27,7 @@ mod error;
 pub mod kernels;
 pub mod monitor;
 pub mod operators;
+pub mod plot;
 mod problem;
 pub mod sweep;
 

@@ -1,12 +1,10 @@
-//! The convergence monitor: per-iteration records, written as JSON and drawn as PNG plots.
-//!
-//! Plots are drawn with `plotters`' bitmap backend and encoded with `image`. They carry no
-//! text: plotters 0.3.7 renders text only through system fonts (`ttf`/`font-kit`), which this
-//! project does not require; the axis ranges go into the JSON next to the plots
-//! (`plot_ranges`), and each PNG draws one curve (blue) over a light grid of 10×10 cells.
+//! The convergence monitor: per-iteration records, written as JSON and drawn as PNG plots
+//! (through [`crate::plot`]: titles, axis labels, tick values and legends): the objective
+//! `F` (and the DRS Lyapunov function `Ψ`), the PSNR, the residual
+//! `‖x_{k+1} − x_k‖² / ‖x_0‖²` on a log scale, and `τ` with the backtracking steps marked, as
+//! the papers show them.
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::Serialize;
 
 use crate::error::{PnpError, Result};
@@ -29,6 +27,9 @@ pub struct IterationRecord {
     /// The stopping rule's quantity: the relative change `|V_k − V_{k+1}| / |V_{k+1}|` of the
     /// tested value `V` (`F`, or `Ψ` for DRS; NaN at the start and where `V` is unknown).
     pub relative_value_change: f64,
+    /// The residual `‖x_{k+1} − x_k‖² / ‖x_0‖²` of the papers' convergence plots (NaN at the
+    /// start).
+    pub residual: f64,
     /// The step `τ` used.
     pub tau: f64,
     /// PSNR (dB) of the current output when the ground truth is known.
@@ -153,61 +154,91 @@ pub fn write_json(
     Ok(())
 }
 
-/// Draws `F` against the iteration into `objective_png` and PSNR (when known) into `psnr_png`.
-/// Returns how many plots were written.
+/// The plots [`write_plots`] can write, by file name.
+pub const PLOT_FILES: [&str; 4] = ["objective.png", "psnr.png", "residual.png", "tau.png"];
+
+/// Draws the convergence plots of a run of `algorithm` into `dir` ([`PLOT_FILES`]: each when
+/// it has at least two values) and returns the files written.
 pub fn write_plots(
     records: &[IterationRecord],
-    objective_png: &Path,
-    psnr_png: &Path,
-) -> Result<usize> {
-    let mut written = 0;
-    for (path, points) in [
-        (objective_png, series(records, |r| Some(r.objective))),
-        (psnr_png, series(records, |r| r.psnr)),
-    ] {
-        if points.len() >= 2 {
-            plot(path, &points)?;
-            written += 1;
+    dir: &Path,
+    algorithm: &str,
+) -> Result<Vec<std::path::PathBuf>> {
+    use crate::plot::{draw, Chart, Marks, Series};
+    let line = |label: &str, points: Vec<(f64, f64)>| Series {
+        label: label.into(),
+        points,
+    };
+    let iteration_chart = |title: String, y: &str, series: Vec<Series>| Chart {
+        integer_x: true,
+        ..Chart::new(&title, "iteration k", y, series)
+    };
+    let mut objective = vec![line("F(x_k)", series(records, |r| Some(r.objective)))];
+    let lyapunov = series(records, |r| Some(r.lyapunov));
+    if !lyapunov.is_empty() {
+        objective.push(line("Ψ (DRS Lyapunov function)", lyapunov));
+    }
+    let tau = series(records, |r| Some(r.tau));
+    let backtracks: Vec<(f64, f64)> = records
+        .iter()
+        .filter(|r| r.backtracks > 0 && r.tau.is_finite())
+        .map(|r| (r.iteration as f64, r.tau))
+        .collect();
+    let rejected: usize = records.iter().map(|r| r.backtracks).sum();
+    let charts = [
+        (
+            "objective.png",
+            iteration_chart(format!("{algorithm}: objective"), "F", objective),
+        ),
+        (
+            "psnr.png",
+            iteration_chart(
+                format!("{algorithm}: PSNR of the returned image"),
+                "PSNR (dB)",
+                vec![line("PSNR", series(records, |r| r.psnr))],
+            ),
+        ),
+        (
+            "residual.png",
+            Chart {
+                log_y: true,
+                ..iteration_chart(
+                    format!("{algorithm}: residual"),
+                    "‖x_k+1 − x_k‖² / ‖x_0‖²",
+                    vec![line("residual", series(records, |r| Some(r.residual)))],
+                )
+            },
+        ),
+        (
+            "tau.png",
+            Chart {
+                marks: Some(Marks {
+                    label: format!("backtracking: τ reduced ({rejected} rejected trials)"),
+                    points: backtracks,
+                }),
+                ..iteration_chart(
+                    format!("{algorithm}: step size"),
+                    "τ",
+                    vec![line("τ of the accepted step", tau)],
+                )
+            },
+        ),
+    ];
+    let mut written = Vec::new();
+    for (file, chart) in charts {
+        let usable = chart
+            .series
+            .iter()
+            .map(|s| s.points.len())
+            .max()
+            .unwrap_or(0);
+        if usable >= 2 {
+            let path = dir.join(file);
+            draw(&path, &[chart])?;
+            written.push(path);
         }
     }
     Ok(written)
-}
-
-fn plot(path: &Path, points: &[(f64, f64)]) -> Result<()> {
-    let (w, h) = (640u32, 400u32);
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    let [lo, hi] = range(points).unwrap_or([0.0, 1.0]);
-    let pad = ((hi - lo) * 0.05).max(1e-12);
-    let x_max = points.last().map(|p| p.0).unwrap_or(1.0).max(1.0);
-    let draw_err = |e: &dyn std::fmt::Display| PnpError::file(path, format!("cannot draw: {e}"));
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| draw_err(&e))?;
-        let area = root.margin(20, 20, 20, 20);
-        let mut chart = ChartBuilder::on(&area)
-            .build_cartesian_2d(0f64..x_max, (lo - pad)..(hi + pad))
-            .map_err(|e| draw_err(&e))?;
-        let grid = RGBColor(225, 225, 225);
-        for i in 0..=10 {
-            let t = i as f64 / 10.0;
-            let x = t * x_max;
-            let y = lo - pad + t * (hi - lo + 2.0 * pad);
-            chart
-                .draw_series(LineSeries::new([(x, lo - pad), (x, hi + pad)], grid))
-                .map_err(|e| draw_err(&e))?;
-            chart
-                .draw_series(LineSeries::new([(0.0, y), (x_max, y)], grid))
-                .map_err(|e| draw_err(&e))?;
-        }
-        chart
-            .draw_series(LineSeries::new(
-                points.iter().copied(),
-                BLUE.stroke_width(2),
-            ))
-            .map_err(|e| draw_err(&e))?;
-        root.present().map_err(|e| draw_err(&e))?;
-    }
-    write_rgb_png(path, (w, h), buf).map_err(|reason| PnpError::file(path, reason))
 }
 
 /// Writes a drawn `w × h` RGB buffer as a PNG, atomically (the convergence plots here and

@@ -236,7 +236,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let r = restore(&den, &problem, &cfg)?;
     save_image(&out("restored.png"), &r.image)?;
     monitor::write_json(&out("convergence.json"), &r, &cfg, &warnings)?;
-    let plots = monitor::write_plots(&r.records, &out("objective.png"), &out("psnr.png"))?;
+    let plots = monitor::write_plots(&r.records, &a.outdir, cfg.name())?.len();
     std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", out("config.json").display()))?;
     report(&problem, &r, &cfg, plots, &a.outdir)

@@ -306,6 +306,8 @@ pub(crate) fn run(
     let mut monotonicity = vec![Monotonicity::default(); n];
     let start = scheme.start(den, &a, x0, &tau)?;
     let r0 = read_out(&start, None, &truth)?;
+    // ‖x₀‖ of each problem, the scale of the papers' residual ‖x_{k+1} − x_k‖² / ‖x₀‖².
+    let x0_norm = to_vec(&per_image_norm(&start.next.x)?)?;
     for i in 0..n {
         records[i].push(IterationRecord {
             iteration: 0,
@@ -315,6 +317,7 @@ pub(crate) fn run(
             lyapunov: f64::NAN,
             relative_step: f64::NAN,
             relative_value_change: f64::NAN,
+            residual: f64::NAN,
             tau: tau[i],
             psnr: r0.psnr[i],
             backtracks: 0,
@@ -393,6 +396,7 @@ pub(crate) fn run(
                 regulariser: r.regulariser[j],
                 lyapunov: if lyapunov { new } else { f64::NAN },
                 relative_step: dx[j] / xn[j].max(1e-30),
+                residual: (dx[j] / x0_norm[id].max(1e-30)).powi(2),
                 relative_value_change: rel,
                 tau: tau_active[j],
                 psnr: r.psnr[j],

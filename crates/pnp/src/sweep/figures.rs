@@ -7,45 +7,15 @@
 //! Diverged points have no PSNR: they are not part of any line; a black cross along the top
 //! edge marks the `x` of each, and the title and `figures.md` say how many there are.
 //!
-//! Text (titles, ticks, legend) needs a TrueType font: plotters' `ab_glyph` backend is given
-//! `$GRADSTEP_FONT` or a common system font (DejaVu / Liberation Sans); `GRADSTEP_FONT=none`
-//! turns text off. Without a font the
-//! figures are drawn without text, and `figures.md` (always written) carries the titles, axis
-//! ranges and the colour of each line.
+//! Drawn by [`crate::plot`] (embedded font: titles, ticks and legends everywhere). Legends
+//! name lines by the parameters that vary (`ν=7.65 λ=0.1`), never by point ids.
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use plotters::prelude::*;
-
+use crate::plot::{describe, Chart, Series};
 use crate::sweep::error::{SweepError, SweepResult};
 use crate::sweep::grid::Point;
 use crate::sweep::store::{Outcome, Record};
-
-/// One line of a chart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    /// Legend text.
-    pub label: String,
-    /// `(x, y)` points, sorted by `x`.
-    pub points: Vec<(f64, f64)>,
-}
-
-/// One panel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Chart {
-    /// Title.
-    pub title: String,
-    /// Horizontal axis.
-    pub x_label: String,
-    /// Vertical axis.
-    pub y_label: String,
-    /// Lines.
-    pub series: Vec<Series>,
-    /// `x` of the points left out because they diverged (drawn as black crosses on the top
-    /// edge; repeated `x` values appear once per point).
-    pub diverged: Vec<f64>,
-}
 
 /// Which parameter a figure puts on its horizontal axis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,11 +54,8 @@ pub fn draw_all(dir: &Path, done: &[&Record]) -> SweepResult<Vec<PathBuf>> {
             n => format!("{title} ({n} diverged: ×)"),
         };
         let chart = Chart {
-            title,
-            x_label: x_label.into(),
-            y_label: "mean PSNR (dB)".into(),
-            series,
             diverged,
+            ..Chart::new(&title, x_label, "mean PSNR (dB)", series)
         };
         let path = dir.join(file);
         let charts = [chart];
@@ -199,13 +166,40 @@ fn convergence_charts(done: &[&Record]) -> Vec<Chart> {
     let picks: BTreeSet<usize> = (0..n.min(6))
         .map(|k| k * (n - 1) / (n.min(6) - 1).max(1))
         .collect();
+    // Legends name the parameters that differ between the chosen points (and the image).
+    let describe_point = |r: &Record| -> Vec<(&'static str, String)> {
+        let mut c = components(&r.params, Axis::SigmaRatio);
+        c.push((
+            "σ_den/ν",
+            r.params
+                .sigma_ratio()
+                .map_or("default".to_string(), |v| format!("{v}")),
+        ));
+        c.push((
+            "kernel",
+            r.params
+                .kernel
+                .as_ref()
+                .map_or("-".to_string(), |k| k.0.to_string()),
+        ));
+        c
+    };
+    let chosen: Vec<&Record> = picks.iter().map(|&i| with_curve[i].0).collect();
+    let comps: Vec<Vec<(&str, String)>> = chosen.iter().map(|r| describe_point(r)).collect();
+    let varying: Vec<usize> = (0..comps.first().map_or(0, Vec::len))
+        .filter(|&i| comps.iter().any(|c| c[i].1 != comps[0][i].1))
+        .collect();
     let (mut objective, mut psnr) = (Vec::new(), Vec::new());
-    for i in picks {
-        let r = with_curve[i].0;
+    for (r, comp) in chosen.iter().zip(&comps) {
         let Outcome::Done { curve: Some(c), .. } = &r.outcome else {
             continue;
         };
-        let label = format!("{} {} {}", r.id, r.params.algorithm.name(), c.image);
+        let mut parts: Vec<String> = varying
+            .iter()
+            .map(|&i| format!("{}={}", comp[i].0, comp[i].1))
+            .collect();
+        parts.push(c.image.clone());
+        let label = parts.join(" ");
         let pts = |v: &[f64]| {
             v.iter()
                 .enumerate()
@@ -224,208 +218,17 @@ fn convergence_charts(done: &[&Record]) -> Vec<Chart> {
     }
     vec![
         Chart {
-            title: "objective".into(),
-            x_label: "iteration".into(),
-            y_label: "F / Lyapunov".into(),
-            series: objective,
-            diverged: Vec::new(),
+            integer_x: true,
+            ..Chart::new("objective", "iteration", "F / Lyapunov", objective)
         },
         Chart {
-            title: "PSNR".into(),
-            x_label: "iteration".into(),
-            y_label: "PSNR (dB)".into(),
-            series: psnr,
-            diverged: Vec::new(),
+            integer_x: true,
+            ..Chart::new("PSNR", "iteration", "PSNR (dB)", psnr)
         },
     ]
 }
 
-/// Registers a TrueType font with plotters once; `false` when none is found.
-fn font_available() -> bool {
-    static FONT: OnceLock<bool> = OnceLock::new();
-    *FONT.get_or_init(|| {
-        if std::env::var_os("GRADSTEP_FONT").is_some_and(|v| v == "none") {
-            return false;
-        }
-        let candidates = std::env::var_os("GRADSTEP_FONT")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(
-                [
-                    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-                    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-                    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
-                    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-                ]
-                .map(PathBuf::from),
-            );
-        for path in candidates {
-            if let Ok(bytes) = std::fs::read(&path) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    })
-}
-
-/// Draws `charts` side by side into one PNG (rendered into a buffer, encoded with `image`
-/// and written atomically, as the convergence monitor does).
-pub fn draw(path: &Path, charts: &[Chart]) -> SweepResult<()> {
-    let (w, h) = (720 * charts.len().max(1) as u32, 520u32);
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    render(path, &mut buf, (w, h), charts)?;
-    crate::monitor::write_rgb_png(path, (w, h), buf).map_err(|e| SweepError::plot(path, e))
-}
-
-fn render(path: &Path, buf: &mut [u8], size: (u32, u32), charts: &[Chart]) -> SweepResult<()> {
-    let text = font_available();
-    let err = |e: &dyn std::fmt::Display| SweepError::plot(path, e);
-    let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let panels = root.split_evenly((1, charts.len().max(1)));
-    for (chart, area) in charts.iter().zip(&panels) {
-        let (x0, x1, y0, y1) = bounds(&chart.series, &chart.diverged);
-        let mut builder = ChartBuilder::on(area);
-        builder.margin(15);
-        if text {
-            builder
-                .caption(&chart.title, ("sans-serif", 22))
-                .x_label_area_size(40)
-                .y_label_area_size(55);
-        }
-        let mut ctx = builder
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?;
-        let mut mesh = ctx.configure_mesh();
-        if text {
-            mesh.x_desc(chart.x_label.as_str())
-                .y_desc(chart.y_label.as_str());
-        } else {
-            mesh.x_labels(0).y_labels(0);
-        }
-        mesh.draw().map_err(|e| err(&e))?;
-        for (i, s) in chart.series.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
-            let drawn = ctx
-                .draw_series(LineSeries::new(
-                    s.points.iter().copied(),
-                    colour.stroke_width(2),
-                ))
-                .map_err(|e| err(&e))?;
-            if text {
-                drawn.label(s.label.as_str()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                });
-            }
-            if s.points.len() < 40 {
-                ctx.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
-                    .map_err(|e| err(&e))?;
-            }
-        }
-        // Diverged points: a black cross on the top edge at their `x`.
-        let top = y1 - 0.03 * (y1 - y0);
-        ctx.draw_series(
-            chart
-                .diverged
-                .iter()
-                .map(|&x| Cross::new((x, top), 6, BLACK.stroke_width(2))),
-        )
-        .map_err(|e| err(&e))?;
-        if text && !chart.series.is_empty() {
-            ctx.configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 13))
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(|e| err(&e))?;
-        }
-    }
-    root.present().map_err(|e| err(&e))
-}
-
-/// The data range with a 5 % margin (a flat or single-point range gets a unit width); the
-/// `x` of diverged points widen the horizontal range only.
-fn bounds(series: &[Series], diverged: &[f64]) -> (f64, f64, f64, f64) {
-    let pts = series.iter().flat_map(|s| s.points.iter());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for &(x, y) in pts {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    for &x in diverged {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-    }
-    let pad = |a: f64, b: f64| {
-        if a > b {
-            (0.0, 1.0)
-        } else if b - a < 1e-12 {
-            (a - 0.5, b + 0.5)
-        } else {
-            (a - 0.05 * (b - a), b + 0.05 * (b - a))
-        }
-    };
-    let (x0, x1) = pad(x0, x1);
-    let (y0, y1) = pad(y0, y1);
-    (x0, x1, y0, y1)
-}
-
-/// The Markdown notes of a figure: titles, axis ranges and line colours.
-fn describe(file: &str, charts: &[Chart]) -> String {
-    let mut out = format!("## {file}\n\n");
-    for c in charts {
-        let (x0, x1, y0, y1) = bounds(&c.series, &c.diverged);
-        out.push_str(&format!(
-            "- panel **{}**: x = {} [{x0:.3}, {x1:.3}], y = {} [{y0:.3}, {y1:.3}]\n",
-            c.title, c.x_label, c.y_label
-        ));
-        for (i, s) in c.series.iter().enumerate() {
-            let (r, g, b) = Palette99::pick(i).rgb();
-            out.push_str(&format!(
-                "  - #{r:02x}{g:02x}{b:02x}: {} ({} points)\n",
-                s.label,
-                s.points.len()
-            ));
-        }
-        if !c.diverged.is_empty() {
-            let xs: Vec<String> = c.diverged.iter().map(|x| format!("{x:.3}")).collect();
-            out.push_str(&format!(
-                "  - black ×: {} diverged points, not drawn as lines (no PSNR), at x = {}\n",
-                c.diverged.len(),
-                xs.join(", ")
-            ));
-        }
-    }
-    out.push('\n');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bounds_pad_the_range_and_handle_flat_data() {
-        let s = |points: Vec<(f64, f64)>| {
-            vec![Series {
-                label: "a".into(),
-                points,
-            }]
-        };
-        let (x0, x1, y0, y1) = bounds(&s(vec![(1.0, 20.0), (3.0, 30.0)]), &[]);
-        assert!((x0 - 0.9).abs() < 1e-12 && (x1 - 3.1).abs() < 1e-12);
-        assert!((y0 - 19.5).abs() < 1e-12 && (y1 - 30.5).abs() < 1e-12);
-        let (x0, x1, ..) = bounds(&s(vec![(2.0, 5.0)]), &[]);
-        assert_eq!((x0, x1), (1.5, 2.5));
-        // Diverged points widen the x range only.
-        let (x0, x1, y0, y1) = bounds(&s(vec![(1.0, 20.0), (3.0, 30.0)]), &[5.0]);
-        assert!((x0 - 0.8).abs() < 1e-12 && (x1 - 5.2).abs() < 1e-12);
-        assert!((y0 - 19.5).abs() < 1e-12 && (y1 - 30.5).abs() < 1e-12);
-    }
+/// Draws `charts` into `path` (the crate's one plotting path).
+fn draw(path: &Path, charts: &[Chart]) -> SweepResult<()> {
+    crate::plot::draw(path, charts).map_err(|e| SweepError::plot(path, e))
 }

@@ -28,12 +28,12 @@ mod merge;
 mod runner;
 mod store;
 
+pub use crate::plot::{draw, Chart, Series};
 pub use config::{
     Axes, ImageSet, KernelName, Settings, SigmaDen, SweepAlgorithm, SweepConfig, Task,
 };
 pub use engine::{run_point, run_shard, PointResult, PointRunner, RunSummary};
 pub use error::{SweepError, SweepResult};
-pub use figures::{draw, Chart, Series};
 pub use grid::{expand, GridPoint, Point, Shard};
 pub use merge::{markdown, merge, MergeReport, Row};
 pub use runner::{algorithm_config, load_set, PnpRunner};

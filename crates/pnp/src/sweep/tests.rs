@@ -238,7 +238,7 @@ fn four_shards_then_merge_cover_every_point_once_with_tables_and_figures() {
     let img = image::open(sweep.path().join("u-curve.png"))
         .unwrap()
         .to_rgb8();
-    assert_eq!(img.dimensions(), (720, 520));
+    assert_eq!(img.dimensions(), (720, 540));
     let coloured = img
         .pixels()
         .filter(|p| p[0].abs_diff(p[1]) > 40 || p[1].abs_diff(p[2]) > 40)
