@@ -293,6 +293,54 @@ with zipfile.ZipFile("zipbomb.pth", "w", compression=zipfile.ZIP_DEFLATED, compr
     assert!(entries(&tmp).is_empty(), "left {:?}", entries(&tmp));
 }
 
+/// A safetensors file of `dtype` holding one tensor `x` of `numel` elements, sparse on disk.
+fn sparse_safetensors(path: &Path, dtype: &str, numel: u64, element_bytes: u64) {
+    let header = format!(
+        r#"{{"x":{{"dtype":"{dtype}","shape":[{numel}],"data_offsets":[0,{}]}}}}"#,
+        numel * element_bytes
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(path, &bytes).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_len(bytes.len() as u64 + numel * element_bytes)
+        .unwrap();
+}
+
+/// Regression: a safetensors file was read whole and copied into tensors whatever its size
+/// (a 1 GiB file cost 2 GiB before its keys were looked at). Now a file over the import
+/// limit is refused unread, and one whose tensors hold more elements than the limit before
+/// any tensor is made.
+#[test]
+fn oversized_safetensors_are_refused_before_they_are_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.safetensors");
+    let big = dir.path().join("big.safetensors");
+    sparse_safetensors(&big, "F32", (1 << 28) + (1 << 23), 4);
+    let many = dir.path().join("many.safetensors");
+    sparse_safetensors(&many, "U8", (1 << 28) + 1, 1);
+    let import = |input: &Path| {
+        limit_memory(&mut gradstep(), 3 << 29)
+            .arg("import")
+            .arg(input)
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    assert_clear_error(
+        &import(&big),
+        &["big.safetensors", "1107296", "more than the import limit"],
+    );
+    assert_clear_error(
+        &import(&many),
+        &[
+            "many.safetensors",
+            "268435457 elements, more than the import limit of 268435456",
+        ],
+    );
+    assert!(!out.exists());
+}
+
 /// Regression: the temporary folder stayed behind when Python could not be started (and on
 /// a panic or an error after Python ran). Now there is none to leave: on success, on a bad
 /// file and on a missing Python the temporary folder stays empty.
