@@ -14,7 +14,7 @@
 //! disk, then renamed over the destination, so a crash leaves either the old or the new file.
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
@@ -340,6 +340,33 @@ impl View for RawTensor {
     }
 }
 
+/// The bytes of `path`, refused without reading when it holds more than `max_bytes`
+/// (`limit` names that bound in the error).
+///
+/// The length is checked on the open file and the read stops after `max_bytes + 1` bytes, so
+/// a file that grows meanwhile (or a device like `/dev/zero`) cannot exhaust memory either.
+pub(crate) fn read_bounded(path: &Path, max_bytes: u64, limit: &str) -> Result<Vec<u8>> {
+    let too_big = |len: u64| {
+        ModelError::checkpoint(
+            path,
+            format!("{len} bytes, more than {limit} of {max_bytes} bytes"),
+        )
+    };
+    let file = fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+    let len = file.metadata().map_err(|e| ModelError::io(path, e))?.len();
+    if len > max_bytes {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| ModelError::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// A tch tensor from a safetensors view (copied).
 pub(crate) fn tensor_from_view(
     view: &safetensors::tensor::TensorView<'_>,
@@ -362,6 +389,23 @@ pub(crate) fn tensor_from_view(
             ))
         }
     };
+    // libtorch allocates the shape, then copies `numel × element size` bytes from the
+    // slice without looking at its length: the two must agree before anything is allocated.
+    let bytes = view
+        .shape()
+        .iter()
+        .try_fold(kind.elt_size_in_bytes(), |n, &d| n.checked_mul(d));
+    if bytes != Some(view.data().len()) {
+        return Err(ModelError::weight(
+            path,
+            name,
+            format!(
+                "shape {:?} does not match its {} bytes of data",
+                view.shape(),
+                view.data().len()
+            ),
+        ));
+    }
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
     Ok(Tensor::f_from_data_size(view.data(), &shape, kind)?)
 }

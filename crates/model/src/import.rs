@@ -2,17 +2,19 @@
 //! checkpoints): find the network's key prefix, infer the architecture from the shapes,
 //! and load with the same exact key and shape checks as our own checkpoints.
 //!
+//! Sizes are bounded before anything is allocated ([`MAX_IMPORT_BYTES`],
+//! [`MAX_IMPORT_ELEMENTS`]), and deepinv's names for one block per scale are accepted.
+//!
 //! The published Lightning checkpoints name weights `student_grad.model.m_head.weight`,
 //! deepinv's state dicts the same; other wrappers use other prefixes. The prefix is taken
 //! from the key that ends in `m_head.weight` (`student_grad.model.` preferred if several).
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
 use std::path::Path;
 
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
-use crate::checkpoint::{load_weights, tensor_from_view};
+use crate::checkpoint::{load_weights, read_bounded, tensor_from_view};
 use crate::config::{Activation, DrunetConfig};
 use crate::error::{ModelError, Result};
 use crate::gradient_step::GradientStepDenoiser;
@@ -20,16 +22,53 @@ use crate::gradient_step::GradientStepDenoiser;
 /// The prefix of the official checkpoints and deepinv.
 pub const DEEPINV_PREFIX: &str = "student_grad.model.";
 
-/// Every tensor and the metadata of any safetensors file.
+/// At most this many elements in all are imported from one file: 16 times the published
+/// models' 17,010,624 parameters (colour GS-DRUNet, widths 64–512, 2 blocks), 1 GiB as
+/// float32. A file above it is refused before its tensors are allocated.
+pub const MAX_IMPORT_ELEMENTS: u64 = 1 << 28;
+
+/// At most this many bytes of safetensors are read for an import: the elements of
+/// [`MAX_IMPORT_ELEMENTS`] as float32 plus 16 MiB for the header.
+pub const MAX_IMPORT_BYTES: u64 = 4 * MAX_IMPORT_ELEMENTS + (16 << 20);
+
+/// Every tensor and the metadata of a safetensors file of at most [`MAX_IMPORT_BYTES`]
+/// bytes and [`MAX_IMPORT_ELEMENTS`] elements (a larger file is refused unread).
 pub fn read_safetensors(
     path: &Path,
 ) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
-    let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
+    let bytes = read_bounded(path, MAX_IMPORT_BYTES, "the import limit")?;
+    parse_safetensors(&bytes, path)
+}
+
+/// Every tensor and the metadata of safetensors `bytes` (read from `path`, which errors
+/// name), if they hold at most [`MAX_IMPORT_ELEMENTS`] elements.
+pub fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| {
         ModelError::checkpoint(path, format!("not a readable safetensors file: {e}"))
     })?;
-    let st = SafeTensors::deserialize(&bytes)
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| ModelError::checkpoint(path, format!("corrupt safetensors file: {e}")))?;
+    let elements = st
+        .tensors()
+        .iter()
+        .map(|(_, view)| {
+            view.shape()
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+                .unwrap_or(u64::MAX)
+        })
+        .fold(0u64, u64::saturating_add);
+    if elements > MAX_IMPORT_ELEMENTS {
+        return Err(ModelError::checkpoint(
+            path,
+            format!(
+                "its tensors hold {elements} elements, more than the import limit of {MAX_IMPORT_ELEMENTS}"
+            ),
+        ));
+    }
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         out.insert(name.clone(), tensor_from_view(&view, path, &name)?);
@@ -71,6 +110,24 @@ pub fn strip_prefix(
         .into_iter()
         .filter_map(|(k, t)| k.strip_prefix(prefix.as_str()).map(|n| (n.to_string(), t)))
         .collect())
+}
+
+/// deepinv's `sequential` returns a lone module itself instead of a one-element
+/// `Sequential`, so with one block per scale (`nb=1`) the body's only ResBlock is named
+/// `m_body.res.*`, not `m_body.0.res.*` (every other stage also holds a resampling
+/// convolution and keeps its indices). Those names become ours; with any block index
+/// present under `m_body` nothing is renamed, and a stray key is reported by the loader.
+fn expand_lone_body_block(weights: BTreeMap<String, Tensor>) -> BTreeMap<String, Tensor> {
+    if weights.keys().any(|k| k.starts_with("m_body.0.")) {
+        return weights;
+    }
+    weights
+        .into_iter()
+        .map(|(k, t)| match k.strip_prefix("m_body.res.") {
+            Some(rest) => (format!("m_body.0.res.{rest}"), t),
+            None => (k, t),
+        })
+        .collect()
 }
 
 /// Infers channels, widths and blocks per scale from the weights' names and shapes.
@@ -137,7 +194,7 @@ pub fn denoiser_from_state_dict(
     kind: Kind,
     path: &Path,
 ) -> Result<GradientStepDenoiser> {
-    let weights = strip_prefix(tensors, path)?;
+    let weights = expand_lone_body_block(strip_prefix(tensors, path)?);
     let config = infer_architecture(&weights, activation, path)?;
     Ok(GradientStepDenoiser::new(load_weights(
         &config, weights, device, kind, path,

@@ -1,14 +1,20 @@
 //! `gradstep import`: PyTorch checkpoint → gradstep checkpoint.
 //!
 //! Unpickling goes through the venv's torch with a restricted unpickler (`unpickle.py`):
-//! only tensor and container constructors resolve, so a hostile file cannot run code.
+//! only tensor and container constructors resolve, so a hostile file cannot run code, and
+//! every network tensor's size and layout is checked before it is copied. The script runs
+//! in an isolated interpreter (`-I -c`: no PYTHON* variables, no user site-packages, no
+//! folder of ours or the current one on `sys.path`) and hands its result back on stdout, so
+//! nothing is written to a temporary folder that another user could prepare.
 //! The architecture is then inferred from the tensors' names and shapes.
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+use gradstep_model::import::{MAX_IMPORT_BYTES, MAX_IMPORT_ELEMENTS};
 use gradstep_model::{import, Activation, Checkpoint, DenoiserKind};
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use crate::common;
 
@@ -36,58 +42,92 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if !a.input.is_file() {
         bail!("{}: no such file", a.input.display());
     }
-    let is_safetensors = a.input.extension().is_some_and(|e| e == "safetensors");
-    let tmp_dir = std::env::temp_dir().join(format!("gradstep-import-{}", std::process::id()));
-    let converted = if is_safetensors {
-        a.input.clone()
+    let (tensors, meta) = if a.input.extension().is_some_and(|e| e == "safetensors") {
+        import::read_safetensors(&a.input)?
     } else {
-        common::create_dir(&tmp_dir)?;
-        let script = tmp_dir.join("unpickle.py");
-        std::fs::write(&script, UNPICKLE).context("writing the unpickling script")?;
-        let out = tmp_dir.join("state.safetensors");
-        let python = common::python();
-        let output = Command::new(&python)
-            .arg(&script)
-            .arg(&a.input)
-            .arg(&out)
-            .output()
-            .with_context(|| {
-                format!(
-                    "cannot run {} (set GRADSTEP_PYTHON to a Python with torch)",
-                    python.display()
-                )
-            })?;
-        if !output.status.success() {
-            let _ = std::fs::remove_dir_all(&tmp_dir);
-            // The script's last stderr line names the file and the problem.
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let reason = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("")
-                .trim()
-                .to_string();
-            if reason.contains(&a.input.display().to_string()) {
-                bail!("{reason}");
-            }
-            bail!(
-                "{}: could not be read as a PyTorch checkpoint: {reason}",
-                a.input.display()
-            );
-        }
-        out
+        import::parse_safetensors(&unpickle(&a.input)?, &a.input)?
     };
-    let result = convert(&a, &converted);
-    if !is_safetensors {
-        let _ = std::fs::remove_dir_all(&tmp_dir);
-    }
-    result
+    convert(&a, tensors, meta)
 }
 
-fn convert(a: &Args, converted: &std::path::Path) -> anyhow::Result<()> {
-    let (tensors, meta) = import::read_safetensors(converted)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", a.input.display()))?;
+/// The network tensors of PyTorch checkpoint `input` as safetensors bytes, from
+/// `unpickle.py` in an isolated interpreter.
+fn unpickle(input: &Path) -> anyhow::Result<Vec<u8>> {
+    let python = common::python();
+    let mut child = Command::new(&python)
+        // -I implies -E (PYTHONPATH, PYTHONHOME, PYTHONSTARTUP... ignored) and -s (no user
+        // site-packages) and keeps the current folder off sys.path; the variables are
+        // removed as well for interpreters that are wrappers around another one.
+        .args(["-I", "-c", UNPICKLE])
+        .arg(input)
+        .arg(MAX_IMPORT_ELEMENTS.to_string())
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONSTARTUP")
+        .env_remove("PYTHONUSERBASE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "cannot run {} (set GRADSTEP_PYTHON to a Python with torch)",
+                python.display()
+            )
+        })?;
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stderr.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let mut bytes = Vec::new();
+    let read = child
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .take(MAX_IMPORT_BYTES + 1)
+        .read_to_end(&mut bytes);
+    if read.is_err() || bytes.len() as u64 > MAX_IMPORT_BYTES {
+        // The script bounds its output itself; this is the guard should it not.
+        let _ = child.kill();
+    }
+    let status = child.wait().context("waiting for the unpickling script")?;
+    let stderr = stderr_reader
+        .join()
+        .map_err(|_| anyhow!("reading the unpickling script's messages"))?;
+    read.context("reading the unpickling script's output")?;
+    if bytes.len() as u64 > MAX_IMPORT_BYTES {
+        bail!(
+            "{}: the unpickled tensors exceed the import limit of {MAX_IMPORT_BYTES} bytes",
+            input.display()
+        );
+    }
+    if !status.success() {
+        // The script's last stderr line names the file and the problem.
+        let reason = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if reason.contains(&input.display().to_string()) {
+            bail!("{reason}");
+        }
+        bail!(
+            "{}: could not be read as a PyTorch checkpoint: {reason}",
+            input.display()
+        );
+    }
+    Ok(bytes)
+}
+
+fn convert(
+    a: &Args,
+    tensors: std::collections::BTreeMap<String, Tensor>,
+    meta: std::collections::HashMap<String, String>,
+) -> anyhow::Result<()> {
     let (activation, activation_from) =
         match (a.activation, meta.get("act_mode").or(meta.get("act"))) {
             (Some(act), _) => (act, "flag"),
