@@ -29,7 +29,8 @@ mod sigma;
 pub mod tiling;
 
 pub use checkpoint::{
-    write_atomic, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION, MODEL_PREFIX,
+    is_write_atomic_temp, write_atomic, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION,
+    MODEL_PREFIX,
 };
 pub use config::{Activation, DenoiserKind, DrunetConfig, MemoryFormat, Precision};
 pub use drunet::{Drunet, ForwardCache};
