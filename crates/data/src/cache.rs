@@ -281,8 +281,9 @@ fn is_build_temporary(name: &str) -> bool {
             .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Removes the temporary files in `dir` whose writer is dead: those nobody holds locked.
-/// On a file system without locks nothing is removed (a live writer cannot be told apart).
+/// Removes the temporary files in `dir` whose writer is dead: those nobody holds locked
+/// (a file that cannot be removed is reported, not fatal). On a file system without locks
+/// nothing is removed (a live writer cannot be told apart).
 fn remove_dead_temporaries(dir: &Path) -> Result<()> {
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::file(dir, e))?;
     for entry in entries.flatten() {
@@ -293,13 +294,18 @@ fn remove_dead_temporaries(dir: &Path) -> Result<()> {
         let path = entry.path();
         let Ok(f) = File::open(&path) else { continue };
         if let TryLock::Acquired = try_lock_exclusive(&f) {
-            let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
-            std::fs::remove_file(&path).map_err(|e| DataError::file(&path, e))?;
-            eprintln!(
-                "gradstep-data: removed {} ({:.1} MB), left by a cache build that was killed",
-                path.display(),
-                bytes as f64 / 1e6
-            );
+            let mb = f.metadata().map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+            // Not fatal: in a shared folder the file may be another user's to remove.
+            match std::fs::remove_file(&path) {
+                Ok(()) => eprintln!(
+                    "gradstep-data: removed {} ({mb:.1} MB), left by a cache build that was killed",
+                    path.display()
+                ),
+                Err(e) => eprintln!(
+                    "gradstep-data: warning: cannot remove {} ({mb:.1} MB), left by a cache build that was killed: {e}",
+                    path.display()
+                ),
+            }
         }
     }
     Ok(())

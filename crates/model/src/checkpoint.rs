@@ -127,16 +127,14 @@ impl Checkpoint {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            let what = if looks_like_pytorch(&bytes) {
+            let reason = if looks_like_pytorch(&bytes) {
                 "a PyTorch checkpoint, not a gradstep one: convert it with `gradstep import` first"
+                    .to_string()
             } else {
                 // E.g. a checkpoint cut short by a full disk or a copy that did not finish.
-                "truncated or corrupt"
+                format!("truncated or corrupt safetensors file ({e})")
             };
-            ModelError::checkpoint(
-                path,
-                format!("not a readable safetensors file ({e}): {what}"),
-            )
+            ModelError::checkpoint(path, reason)
         })?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| ModelError::checkpoint(path, format!("corrupt safetensors file: {e}")))?;
