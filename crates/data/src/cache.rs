@@ -10,6 +10,13 @@
 //! and modification times, and the same channel count; otherwise the cache is stale and is
 //! rebuilt (written to a temporary file, then renamed over the old one: atomic).
 //!
+//! **Temporary files** (`<cache file stem>.tmp-<pid>`, as large as the cache): the writer
+//! holds an exclusive [`crate::file_lock`] on its temporary file. A build that fails or is
+//! stopped (the `stop` flag, set by the trainer's SIGINT / SIGTERM handler) removes it; one
+//! whose process was killed (SIGKILL, power loss) leaves it, and the next
+//! [`DecodedCache::open_or_build`] on the folder removes every such file that nobody holds
+//! locked: its writer is dead, whichever host or PID it had.
+//!
 //! **Cost**: disk = `Σ H·W·C` bytes, i.e. the raw 8-bit pixels: ≈ 8.3 MB per 2040×1356 colour
 //! image, ≈ 31 GB for the ~8,700-image standard set (CBSD400 0.2 GB, Waterloo ≈ 2.5 GB,
 //! DIV2K 6.9 GB, Flickr2K ≈ 22 GB), 17.5 MB for the 13 scikit-image samples. Memory: the
@@ -19,6 +26,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use memmap2::Mmap;
 use rayon::prelude::*;
@@ -26,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::ImageFile;
 use crate::error::{DataError, Result};
+use crate::file_lock::{try_lock_exclusive, TryLock};
 use crate::image_io;
 
 const MAGIC: &[u8; 8] = b"GSDCACH1";
@@ -67,15 +76,20 @@ impl DecodedCache {
         &self.map[start..start + e.h * e.w * self.channels]
     }
 
-    /// Opens the cache of `files` under `dir`, building it when missing or stale.
+    /// Opens the cache of `files` under `dir`, building it when missing or stale; first
+    /// removes the temporary files of dead builds in `dir`. A build stops at the next group
+    /// of images once `stop` is set, removes its temporary file and returns
+    /// [`DataError::Interrupted`].
     pub fn open_or_build(
         dir: &Path,
         roots: &[PathBuf],
         files: &[ImageFile],
         channels: i64,
         pool: &rayon::ThreadPool,
+        stop: &AtomicBool,
     ) -> Result<DecodedCache> {
         std::fs::create_dir_all(dir).map_err(|e| DataError::file(dir, e))?;
+        remove_dead_temporaries(dir)?;
         let key = roots.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, r| {
             let abs = std::fs::canonicalize(r).unwrap_or_else(|_| r.clone());
             abs.to_string_lossy()
@@ -87,7 +101,7 @@ impl DecodedCache {
         if let Some(c) = Self::open_valid(&path, files, channels)? {
             return Ok(c);
         }
-        Self::build(&path, files, channels, pool)?;
+        Self::build(&path, files, channels, pool, stop)?;
         let mut c = Self::open_valid(&path, files, channels)?
             .ok_or_else(|| DataError::file(&path, "the cache just built does not validate"))?;
         c.rebuilt = true;
@@ -140,10 +154,13 @@ impl DecodedCache {
         files: &[ImageFile],
         channels: i64,
         pool: &rayon::ThreadPool,
+        stop: &AtomicBool,
     ) -> Result<()> {
-        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        let tmp = path.with_extension(format!("{TEMP_INFIX}{}", std::process::id()));
         let io = |e: std::io::Error| DataError::file(&tmp, e);
-        let mut out = BufWriter::new(File::create(&tmp).map_err(io)?);
+        // Removed on every early return (error or stop); disarmed by the final rename.
+        let mut guard = TempFile(Some(tmp.clone()));
+        let mut out = BufWriter::new(create_locked(&tmp).map_err(io)?);
         out.write_all(&[0u8; HEADER as usize]).map_err(io)?;
         let mut index = Index {
             channels,
@@ -153,6 +170,15 @@ impl DecodedCache {
         let mut offset = HEADER;
         let chunk = 2 * pool.current_num_threads().max(1);
         for group in files.chunks(chunk) {
+            if stop.load(Ordering::SeqCst) {
+                drop(out);
+                drop(guard);
+                return Err(DataError::Interrupted(format!(
+                    "interrupted while building the decode cache {}: its partial file {} was removed",
+                    path.display(),
+                    tmp.display()
+                )));
+            }
             let decoded: Vec<_> = pool.install(|| {
                 group
                     .par_iter()
@@ -185,9 +211,104 @@ impl DecodedCache {
         header.extend_from_slice(&(json.len() as u64).to_le_bytes());
         f.write_all(&header).map_err(io)?;
         f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(|e| DataError::file(path, e))?;
+        guard.0 = None;
+        // The lock goes with the file, now under its final name.
         drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| DataError::file(path, e))
+        Ok(())
     }
+}
+
+/// `<stem>.tmp-<pid>`: the temporary file of a build (see the module doc).
+const TEMP_INFIX: &str = "tmp-";
+
+/// Removes the file it names when dropped (a build's temporary file on an early return);
+/// `None` once the file has been renamed into place.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Creates (truncating) `tmp` and locks it. A cleaner in another process may lock and
+/// remove the new file between the two steps; then the path no longer names the file we
+/// hold, and we create it again.
+fn create_locked(tmp: &Path) -> std::io::Result<File> {
+    loop {
+        let f = File::create(tmp)?;
+        match try_lock_exclusive(&f) {
+            TryLock::Acquired => {}
+            // Only the same PID on another host sharing the folder can hold this name.
+            TryLock::HeldElsewhere => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another process is writing this temporary file",
+                ))
+            }
+            // No locking on this file system: nothing can remove the file under us either.
+            TryLock::Unsupported(_) => return Ok(f),
+        }
+        let ours = f.metadata()?;
+        match std::fs::metadata(tmp) {
+            Ok(now) if same_file(&now, &ours) => return Ok(f),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
+}
+
+/// Whether `name` is a build's temporary file: `decoded-c<C>-<key>.tmp-<pid>`.
+fn is_build_temporary(name: &str) -> bool {
+    name.starts_with("decoded-c")
+        && name
+            .rsplit_once(&format!(".{TEMP_INFIX}"))
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the temporary files in `dir` whose writer is dead: those nobody holds locked
+/// (a file that cannot be removed is reported, not fatal). On a file system without locks
+/// nothing is removed (a live writer cannot be told apart).
+fn remove_dead_temporaries(dir: &Path) -> Result<()> {
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::file(dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !is_build_temporary(&name.to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(f) = File::open(&path) else { continue };
+        if let TryLock::Acquired = try_lock_exclusive(&f) {
+            let mb = f.metadata().map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+            // Not fatal: in a shared folder the file may be another user's to remove.
+            match std::fs::remove_file(&path) {
+                Ok(()) => eprintln!(
+                    "gradstep-data: removed {} ({mb:.1} MB), left by a cache build that was killed",
+                    path.display()
+                ),
+                Err(e) => eprintln!(
+                    "gradstep-data: warning: cannot remove {} ({mb:.1} MB), left by a cache build that was killed: {e}",
+                    path.display()
+                ),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The reason of a per-file error, without repeating the path.
@@ -209,4 +330,35 @@ fn read_index(map: &[u8]) -> Option<Index> {
         return None;
     }
     serde_json::from_slice(&map[at..end]).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_build_temporaries_nobody_holds_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dir.path().join("decoded-c3-00000000000000aa.tmp-4194301");
+        let live = dir.path().join("decoded-c3-00000000000000bb.tmp-4194302");
+        let other = [
+            "decoded-c3-00000000000000aa.bin",
+            "decoded-c3-00000000000000aa.tmp-12x",
+            "notes.tmp-12",
+        ];
+        std::fs::write(&dead, b"partial").unwrap();
+        let held = create_locked(&live).unwrap();
+        for name in other {
+            std::fs::write(dir.path().join(name), b"keep").unwrap();
+        }
+        remove_dead_temporaries(dir.path()).unwrap();
+        assert!(!dead.exists(), "the dead build's file is removed");
+        assert!(live.exists(), "a file a live build holds is kept");
+        for name in other {
+            assert!(dir.path().join(name).exists(), "{name} is not ours");
+        }
+        drop(held);
+        remove_dead_temporaries(dir.path()).unwrap();
+        assert!(!live.exists(), "once its writer is gone, it is removed");
+    }
 }

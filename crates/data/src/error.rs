@@ -19,6 +19,10 @@ pub enum DataError {
     /// An argument or configuration is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A long operation (the decode cache build) was stopped on request (SIGINT / SIGTERM);
+    /// what it had written was removed.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl DataError {

@@ -18,6 +18,7 @@
 mod cache;
 pub mod dataset;
 mod error;
+pub mod file_lock;
 pub mod image_io;
 pub mod metrics;
 pub mod observation_noise;

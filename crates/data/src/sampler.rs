@@ -16,6 +16,7 @@
 //! (building the cache) are skipped at start; a file that fails later is skipped when met.
 //! Each is printed once on stderr and listed by [`PatchSampler::skipped`].
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -99,7 +100,19 @@ impl PatchSampler {
     /// As [`PatchSampler::new`], but the first batch returned is the one at `pos`: exactly
     /// the batch a sampler of the same `cfg` would have returned there.
     pub fn resume(cfg: &PatchSamplerConfig, pos: &SamplerPosition) -> Result<Self> {
-        check(cfg)?;
+        Self::resume_unless_stopped(cfg, pos, &AtomicBool::new(false))
+    }
+
+    /// As [`PatchSampler::resume`], but a decode-cache build (minutes for a large dataset)
+    /// stops once `stop` is set (checked between groups of images), removes its partial
+    /// file and returns [`DataError::Interrupted`]. The trainer's SIGINT / SIGTERM handler
+    /// sets `stop`.
+    pub fn resume_unless_stopped(
+        cfg: &PatchSamplerConfig,
+        pos: &SamplerPosition,
+        stop: &AtomicBool,
+    ) -> Result<Self> {
+        cfg.validate().map_err(DataError::Invalid)?;
         let (files, mut skipped) = scan(&cfg.roots)?;
         for (p, why) in &skipped {
             eprintln!("gradstep-data: skipping {}: {why}", p.display());
@@ -111,8 +124,14 @@ impl PatchSampler {
             .map_err(|e| DataError::Invalid(format!("cannot start the sampler threads: {e}")))?;
         let (source, paths, dims, bad, rebuilt) = match &cfg.cache_dir {
             Some(dir) => {
-                let cache =
-                    DecodedCache::open_or_build(dir, &cfg.roots, &files, cfg.channels, &pool)?;
+                let cache = DecodedCache::open_or_build(
+                    dir,
+                    &cfg.roots,
+                    &files,
+                    cfg.channels,
+                    &pool,
+                    stop,
+                )?;
                 let paths: Vec<PathBuf> =
                     cache.entries.iter().map(|e| e.file.path.clone()).collect();
                 let dims: Vec<(usize, usize)> = cache.entries.iter().map(|e| (e.h, e.w)).collect();
@@ -251,25 +270,55 @@ impl Drop for PatchSampler {
     }
 }
 
-fn check(cfg: &PatchSamplerConfig) -> Result<()> {
-    let bad = |what: String| Err(DataError::Invalid(what));
-    if cfg.channels != 1 && cfg.channels != 3 {
-        return bad(format!("channels must be 1 or 3, got {}", cfg.channels));
+impl PatchSamplerConfig {
+    /// Most batches prepared ahead ([`PatchSamplerConfig::prefetch`]).
+    pub const MAX_PREFETCH: usize = 256;
+    /// Most crops per image and epoch ([`PatchSamplerConfig::crops_per_image`]).
+    pub const MAX_CROPS_PER_IMAGE: usize = 1 << 20;
+    /// Most decoding threads ([`PatchSamplerConfig::threads`]).
+    pub const MAX_THREADS: usize = 1024;
+
+    /// Checks the values: `channels` 1 or 3, `patch_size` in `1..=4096`, `batch_size` in
+    /// `1..=65536`, `prefetch` ≤ [`Self::MAX_PREFETCH`], `crops_per_image` in
+    /// `1..=`[`Self::MAX_CROPS_PER_IMAGE`], `threads` ≤ [`Self::MAX_THREADS`]. The message
+    /// starts with the field's name.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.channels != 1 && self.channels != 3 {
+            return Err(format!("channels must be 1 or 3, got {}", self.channels));
+        }
+        if !(1..=4096).contains(&self.patch_size) {
+            return Err(format!(
+                "patch_size must be in 1..=4096, got {}",
+                self.patch_size
+            ));
+        }
+        if !(1..=65536).contains(&self.batch_size) {
+            return Err(format!(
+                "batch_size must be in 1..=65536, got {}",
+                self.batch_size
+            ));
+        }
+        if self.prefetch > Self::MAX_PREFETCH {
+            return Err(format!(
+                "prefetch must be at most {}, got {}",
+                Self::MAX_PREFETCH,
+                self.prefetch
+            ));
+        }
+        if !(1..=Self::MAX_CROPS_PER_IMAGE).contains(&self.crops_per_image) {
+            return Err(format!(
+                "crops_per_image must be in 1..={}, got {}",
+                Self::MAX_CROPS_PER_IMAGE,
+                self.crops_per_image
+            ));
+        }
+        if self.threads > Self::MAX_THREADS {
+            return Err(format!(
+                "threads must be at most {} (0: one per core), got {}",
+                Self::MAX_THREADS,
+                self.threads
+            ));
+        }
+        Ok(())
     }
-    if !(1..=4096).contains(&cfg.patch_size) {
-        return bad(format!(
-            "patch_size must be in 1..=4096, got {}",
-            cfg.patch_size
-        ));
-    }
-    if !(1..=65536).contains(&cfg.batch_size) {
-        return bad(format!(
-            "batch_size must be in 1..=65536, got {}",
-            cfg.batch_size
-        ));
-    }
-    if cfg.crops_per_image == 0 {
-        return bad("crops_per_image must be at least 1".into());
-    }
-    Ok(())
 }

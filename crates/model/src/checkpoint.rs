@@ -130,7 +130,14 @@ impl Checkpoint {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = fs::read(path).map_err(|e| ModelError::io(path, e))?;
         let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| {
-            ModelError::checkpoint(path, format!("not a readable safetensors file ({e}); PyTorch checkpoints need `gradstep import` first"))
+            let reason = if looks_like_pytorch(&bytes) {
+                "a PyTorch checkpoint, not a gradstep one: convert it with `gradstep import` first"
+                    .to_string()
+            } else {
+                // E.g. a checkpoint cut short by a full disk or a copy that did not finish.
+                format!("truncated or corrupt safetensors file ({e})")
+            };
+            ModelError::checkpoint(path, reason)
         })?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| ModelError::checkpoint(path, format!("corrupt safetensors file: {e}")))?;
@@ -253,7 +260,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .ok_or_else(|| ModelError::checkpoint(path, "not a file path"))?
         .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{name}{ATOMIC_TEMP_MARK}{}", std::process::id()));
     let result = (|| {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -268,6 +275,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         ModelError::io(path, e)
     })
+}
+
+/// `.<name>.tmp-<pid>`: the temporary file of [`write_atomic`].
+const ATOMIC_TEMP_MARK: &str = ".tmp-";
+
+/// Whether `file_name` is a temporary file of [`write_atomic`] (`.<name>.tmp-<pid>`), as a
+/// process killed mid-write leaves behind.
+pub fn is_write_atomic_temp(file_name: &str) -> bool {
+    file_name.starts_with('.')
+        && file_name
+            .rsplit_once(ATOMIC_TEMP_MARK)
+            .is_some_and(|(name, pid)| {
+                name.len() > 1 && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())
+            })
+}
+
+/// Whether `bytes` start like a file `torch.save` writes: a zip archive (PyTorch ≥ 1.6) or
+/// a pickle (protocol 2 or later: `0x80`, protocol number).
+fn looks_like_pytorch(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"PK\x03\x04") || matches!(bytes, [0x80, 2..=5, ..])
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {

@@ -30,8 +30,8 @@ mod sigma;
 pub mod tiling;
 
 pub use checkpoint::{
-    write_atomic, write_safetensors, Checkpoint, ModelDescription, FORMAT, FORMAT_VERSION,
-    LIPSCHITZ_SECTION, MODEL_PREFIX,
+    is_write_atomic_temp, write_atomic, write_safetensors, Checkpoint, ModelDescription, FORMAT,
+    FORMAT_VERSION, LIPSCHITZ_SECTION, MODEL_PREFIX,
 };
 pub use config::{Activation, DenoiserKind, DrunetConfig, MemoryFormat, Precision};
 pub use drunet::{Drunet, ForwardCache};

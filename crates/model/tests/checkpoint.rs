@@ -78,6 +78,19 @@ fn truncated_file_is_refused_with_its_path() {
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = Checkpoint::read(&cut).unwrap_err().to_string();
     assert!(err.contains("cut.safetensors"), "{err}");
+    // A gradstep checkpoint cut short is called that, not sent to `gradstep import`.
+    assert!(err.contains("truncated or corrupt"), "{err}");
+    assert!(!err.contains("gradstep import"), "{err}");
+    // Files `torch.save` writes (zip, or a pickle for the legacy format) get the hint.
+    for (name, head) in [
+        ("zip.pth", &b"PK\x03\x04rest"[..]),
+        ("pickle.pth", b"\x80\x02}q\x00"),
+    ] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, head).unwrap();
+        let err = Checkpoint::read(&p).unwrap_err().to_string();
+        assert!(err.contains("gradstep import"), "{err}");
+    }
 }
 
 #[test]

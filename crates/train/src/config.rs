@@ -16,6 +16,69 @@ use crate::overrides;
 use crate::performance::{PerformanceConfig, Precision};
 use crate::prox::ProxPenaltyConfig;
 
+/// Largest noise level on the 0–255 scale (`noise.*`, `validation.sigmas_255`): the
+/// whole range of the pixels.
+pub const MAX_SIGMA_255: f64 = 255.0;
+/// Largest `optimizer.lr`: Adam moves every weight by about `lr` per step, so a larger one
+/// cannot train anything.
+pub const MAX_LR: f64 = 1.0;
+/// Largest `clip_grad_norm` (`null` turns clipping off).
+pub const MAX_CLIP_GRAD_NORM: f64 = 1e6;
+/// Largest `steps`.
+pub const MAX_STEPS: u64 = 1_000_000_000_000;
+/// Largest entry of `model.widths` (the paper's largest is 512).
+pub const MAX_WIDTH: i64 = 4096;
+/// Largest `model.blocks` (the paper: 2).
+pub const MAX_BLOCKS: usize = 64;
+/// Largest `validation.crop`.
+pub const MAX_VALIDATION_CROP: i64 = 16384;
+/// Largest `validation.batch_size`.
+pub const MAX_VALIDATION_BATCH: i64 = 4096;
+
+/// `v` for a message: plain for ordinary magnitudes, in scientific notation otherwise
+/// (`1e308`, not 309 digits).
+pub(crate) fn show(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
+/// `field` must be finite, above `lo` (or equal to it unless `lo_open`) and at most `hi`.
+fn in_range(
+    field: &str,
+    v: f64,
+    lo: f64,
+    lo_open: bool,
+    hi: f64,
+) -> std::result::Result<(), String> {
+    let above = if lo_open { v > lo } else { v >= lo };
+    if above && v <= hi {
+        return Ok(());
+    }
+    let bracket = if lo_open { "(" } else { "[" };
+    Err(format!(
+        "{field} must be a number in {bracket}{}, {}], got {}",
+        show(lo),
+        show(hi),
+        show(v)
+    ))
+}
+
+/// `field` must be in `[lo, hi)`.
+fn in_range_open(field: &str, v: f64, lo: f64, hi: f64) -> std::result::Result<(), String> {
+    if v >= lo && v < hi {
+        return Ok(());
+    }
+    Err(format!(
+        "{field} must be a number in [{}, {}), got {}",
+        show(lo),
+        show(hi),
+        show(v)
+    ))
+}
+
 /// Why `performance.cuda_graph` is refused with the Prox objective.
 pub(crate) const CUDA_GRAPH_GS_ONLY: &str = "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)";
 
@@ -258,9 +321,27 @@ impl TrainConfig {
         Ok(cfg)
     }
 
-    /// Checks values serde cannot.
+    /// Checks values serde cannot; every number against the bounds documented in
+    /// `configs/README.md` (finite everywhere). The message names the field.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.model.validate().map_err(|e| format!("model: {e}"))?;
+        if self
+            .model
+            .widths
+            .iter()
+            .any(|w| !(1..=MAX_WIDTH).contains(w))
+        {
+            return Err(format!(
+                "model.widths must each be in 1..={MAX_WIDTH}, got {:?}",
+                self.model.widths
+            ));
+        }
+        if !(1..=MAX_BLOCKS).contains(&self.model.blocks) {
+            return Err(format!(
+                "model.blocks must be in 1..={MAX_BLOCKS}, got {}",
+                self.model.blocks
+            ));
+        }
         if self.performance.precision == Precision::Fp16 {
             return Err(
                 "performance.precision = fp16 is for inference only: float16 gradients would need loss scaling, which the trainer does not do; train in bf16 or fp32"
@@ -271,7 +352,10 @@ impl TrainConfig {
             return Err(CUDA_GRAPH_GS_ONLY.into());
         }
         if let Objective::Prox(p) = &self.objective {
-            p.validate().map_err(|e| format!("objective: {e}"))?;
+            p.validate().map_err(|e| match e {
+                TrainError::Config(m) => format!("objective: {m}"),
+                other => format!("objective: {other}"),
+            })?;
         }
         if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
             return Err(format!(
@@ -279,6 +363,7 @@ impl TrainConfig {
                 self.name
             ));
         }
+        self.data.validate().map_err(|e| format!("data.{e}"))?;
         if self.data.channels != self.model.channels {
             return Err(format!(
                 "data.channels = {} but model.channels = {}",
@@ -286,30 +371,41 @@ impl TrainConfig {
             ));
         }
         let n = &self.noise;
-        if !(0.0 <= n.sigma_min_255
-            && n.sigma_min_255 <= n.sigma_max_255
-            && n.sigma_max_255.is_finite())
-        {
+        in_range(
+            "noise.sigma_min_255",
+            n.sigma_min_255,
+            0.0,
+            false,
+            MAX_SIGMA_255,
+        )?;
+        in_range(
+            "noise.sigma_max_255",
+            n.sigma_max_255,
+            0.0,
+            false,
+            MAX_SIGMA_255,
+        )?;
+        if n.sigma_min_255 > n.sigma_max_255 {
             return Err(format!(
-                "noise: need 0 ≤ sigma_min_255 ≤ sigma_max_255, got {} and {}",
-                n.sigma_min_255, n.sigma_max_255
+                "noise.sigma_min_255 = {} exceeds noise.sigma_max_255 = {}",
+                show(n.sigma_min_255),
+                show(n.sigma_max_255)
             ));
         }
         let o = &self.optimizer;
-        if !(o.lr > 0.0
-            && (0.0..1.0).contains(&o.beta1)
-            && (0.0..1.0).contains(&o.beta2)
-            && o.eps > 0.0)
-        {
-            return Err(format!("optimizer: invalid values {o:?}"));
-        }
-        if self.schedule.gamma.is_nan() || self.schedule.gamma <= 0.0 {
-            return Err("schedule.gamma must be positive".into());
-        }
+        in_range("optimizer.lr", o.lr, 0.0, true, MAX_LR)?;
+        in_range_open("optimizer.beta1", o.beta1, 0.0, 1.0)?;
+        in_range_open("optimizer.beta2", o.beta2, 0.0, 1.0)?;
+        in_range("optimizer.eps", o.eps, 0.0, true, 1.0)?;
+        in_range("schedule.gamma", self.schedule.gamma, 0.0, true, 1.0)?;
         if let Some(c) = self.clip_grad_norm {
-            if c.is_nan() || c <= 0.0 {
-                return Err(format!("clip_grad_norm must be positive, got {c}"));
-            }
+            in_range("clip_grad_norm", c, 0.0, true, MAX_CLIP_GRAD_NORM)?;
+        }
+        if !(1..=MAX_STEPS).contains(&self.steps) {
+            return Err(format!(
+                "steps must be in 1..={MAX_STEPS}, got {}",
+                self.steps
+            ));
         }
         if self.checkpoint.every == 0 || self.checkpoint.keep_last == 0 {
             return Err("checkpoint.every and checkpoint.keep_last must be at least 1".into());
@@ -318,9 +414,20 @@ impl TrainConfig {
             return Err("log.every must be at least 1".into());
         }
         let v = &self.validation;
-        if v.sigmas_255.iter().any(|s| s.is_nan() || *s <= 0.0) || v.crop <= 0 || v.batch_size <= 0
-        {
-            return Err(format!("validation: invalid values {v:?}"));
+        for &s in &v.sigmas_255 {
+            in_range("validation.sigmas_255", s, 0.0, true, MAX_SIGMA_255)?;
+        }
+        if !(1..=MAX_VALIDATION_CROP).contains(&v.crop) {
+            return Err(format!(
+                "validation.crop must be in 1..={MAX_VALIDATION_CROP}, got {}",
+                v.crop
+            ));
+        }
+        if !(1..=MAX_VALIDATION_BATCH).contains(&v.batch_size) {
+            return Err(format!(
+                "validation.batch_size must be in 1..={MAX_VALIDATION_BATCH}, got {}",
+                v.batch_size
+            ));
         }
         Ok(())
     }

@@ -25,6 +25,27 @@ pub enum TrainError {
     /// The loss or the gradient became NaN or infinite.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// Another trainer holds the run folder's lock (its PID and host are in the message).
+    #[error("{0}")]
+    InUse(String),
+    /// SIGINT / SIGTERM arrived before the first step (e.g. during the decode-cache build):
+    /// the run stopped without a checkpoint, having removed what it had started writing.
+    #[error("{during} ({name})", name = signal_name(*.signal))]
+    Interrupted {
+        /// The first signal received (SIGINT 2, SIGTERM 15): exit with `128 + signal`.
+        signal: i32,
+        /// What was interrupted and what was cleaned up (`interrupted while …`).
+        during: String,
+    },
+}
+
+/// `SIGINT`, `SIGTERM`, or `signal N`.
+pub(crate) fn signal_name(signal: i32) -> String {
+    match signal {
+        signal_hook::consts::SIGINT => "SIGINT".into(),
+        signal_hook::consts::SIGTERM => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -2,7 +2,9 @@
 //!
 //! - [`config`]: the typed training configuration (`configs/*.json`, `--set` overrides);
 //! - [`trainer`]: the loop (GS loss, Prox penalty, clipping, LR schedule, validation,
-//!   divergence stop, SIGINT / SIGTERM checkpoint) with exact resume;
+//!   divergence stop, SIGINT / SIGTERM checkpoint) with exact resume, from the newest intact
+//!   checkpoint (`resume`), one trainer per run folder (`run_lock`), signal handling from
+//!   the start (`signals`);
 //! - [`checkpoints`]: checkpoints with the optimizer's moments and the training state;
 //! - [`tensorboard`]: a small event-file writer; [`adam`]: Adam with saveable moments;
 //! - [`performance`]: bf16 autocast and the `∇g_σ` differentiation method;
@@ -28,6 +30,9 @@ pub mod overrides;
 pub mod performance;
 pub mod progress;
 pub mod prox;
+mod resume;
+mod run_lock;
+mod signals;
 pub mod spectral;
 pub mod tensorboard;
 pub mod trainer;

@@ -1,6 +1,12 @@
 //! Progress reporting: an indicatif bar (steps/s, loss, ETA) on a terminal, plain log lines
 //! otherwise (Slurm logs, pipes), and messages that do not tear the bar.
-use std::io::IsTerminal;
+//!
+//! Lines go to stdout. When stdout fails (its reader went away: `gradstep train | head`;
+//! a full disk under a redirected log), printing stops and training goes on: losing the
+//! log is no reason to lose the run. The CLI ignores SIGPIPE for `train`, so that such a
+//! write fails with `EPIPE` instead of killing the process.
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -13,6 +19,8 @@ pub struct Progress {
     started: Instant,
     start_step: u64,
     quiet: bool,
+    /// A write to stdout failed: nothing more is printed there.
+    stdout_failed: AtomicBool,
 }
 
 impl Progress {
@@ -36,6 +44,7 @@ impl Progress {
             started: Instant::now(),
             start_step: start,
             quiet,
+            stdout_failed: AtomicBool::new(false),
         }
     }
 
@@ -64,11 +73,11 @@ impl Progress {
                 } else {
                     f64::NAN
                 };
-                println!(
+                self.print(&format!(
                     "step {step}/{}  loss {loss:.4e}  lr {lr:.2e}  {rate:.2} steps/s  ETA {}",
                     self.total,
                     format_secs(eta)
-                );
+                ));
             }
             None => {}
         }
@@ -78,7 +87,23 @@ impl Progress {
     pub fn message(&self, text: &str) {
         match &self.bar {
             Some(bar) => bar.println(text),
-            None => println!("{text}"),
+            None => self.print(text),
+        }
+    }
+
+    /// Whether a write to stdout has failed (and printing there stopped).
+    pub fn stdout_failed(&self) -> bool {
+        self.stdout_failed.load(Ordering::Relaxed)
+    }
+
+    /// One line on stdout, until a write fails.
+    fn print(&self, line: &str) {
+        if self.stdout_failed() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            self.stdout_failed.store(true, Ordering::Relaxed);
         }
     }
 

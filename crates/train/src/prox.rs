@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::config::show;
 use crate::error::{Result, TrainError};
 pub use crate::spectral::SpectralEstimator;
 use crate::spectral::{self, batch_dot};
@@ -55,30 +56,51 @@ impl Default for ProxPenaltyConfig {
 }
 
 impl ProxPenaltyConfig {
-    /// Checks the values (every one must be usable before a long run starts).
+    /// Checks the values (every one must be usable before a long run starts): `mu` in
+    /// `[0, 10³]`, `epsilon` finite and ≤ 1, `clip_max` in `(0, 10⁶]`, `max_products` and
+    /// the Lanczos `steps` in `1..=10⁴`, `tolerance` in `[0, 1]`.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(format!("prox penalty: {m}")));
-        if !(self.mu >= 0.0 && self.mu.is_finite()) {
-            return bad(format!("mu must be ≥ 0, got {}", self.mu));
+        if !(self.mu >= 0.0 && self.mu <= 1e3) {
+            return bad(format!("mu must be in [0, 1000], got {}", show(self.mu)));
         }
         if !(self.epsilon.is_finite() && self.epsilon <= 1.0) {
-            return bad(format!("epsilon must be ≤ 1, got {}", self.epsilon));
+            return bad(format!(
+                "epsilon must be finite and ≤ 1, got {}",
+                show(self.epsilon)
+            ));
         }
-        if self.clip_max.is_nan() || self.clip_max <= 0.0 {
-            return bad(format!("clip_max must be > 0, got {}", self.clip_max));
+        if !(self.clip_max > 0.0 && self.clip_max <= 1e6) {
+            return bad(format!(
+                "clip_max must be in (0, 1e6], got {}",
+                show(self.clip_max)
+            ));
         }
-        if self.max_products == 0 {
-            return bad("max_products must be ≥ 1".into());
+        if !(1..=MAX_PRODUCTS).contains(&self.max_products) {
+            return bad(format!(
+                "max_products must be in 1..={MAX_PRODUCTS}, got {}",
+                self.max_products
+            ));
         }
-        if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {
-            return bad(format!("tolerance must be ≥ 0, got {}", self.tolerance));
+        if !(self.tolerance >= 0.0 && self.tolerance <= 1.0) {
+            return bad(format!(
+                "tolerance must be in [0, 1], got {}",
+                show(self.tolerance)
+            ));
         }
-        if let SpectralEstimator::Lanczos { steps: 0 } = self.estimator {
-            return bad("Lanczos steps must be ≥ 1".into());
+        if let SpectralEstimator::Lanczos { steps } = self.estimator {
+            if !(1..=MAX_PRODUCTS).contains(&steps) {
+                return bad(format!(
+                    "Lanczos steps must be in 1..={MAX_PRODUCTS}, got {steps}"
+                ));
+            }
         }
         Ok(())
     }
 }
+
+/// Most Hessian-vector products per estimate (`max_products`, Lanczos `steps`).
+const MAX_PRODUCTS: usize = 10_000;
 
 /// The penalty of a batch.
 #[derive(Debug)]

@@ -6,21 +6,22 @@
 //! backward, clip `‖∇θ L‖` to `clip_grad_norm`, Adam with
 //! `lr(t)` of the schedule. A NaN / Inf loss or gradient stops the run before the update,
 //! leaving the last checkpoint as it was. SIGINT / SIGTERM (checked each step) write a
-//! checkpoint and stop; a second SIGINT / SIGTERM exits at once.
+//! checkpoint and stop; a second SIGINT / SIGTERM exits at once, with `128 +` the first
+//! signal (`crate::signals`: installed before the decode-cache build, which a signal stops).
+//! The run folder is locked first (`crate::run_lock`), and `--resume` continues from the
+//! newest intact checkpoint (`crate::resume`).
 //!
 //! With `performance.precision = bf16` the forward pass of `D_σ` runs under CUDA autocast
 //! in bfloat16 and the loss is taken in float32; the Prox penalty's Hessian-vector products
 //! (backward passes) run outside the autocast region.
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use gradstep_data::{validation_set, PatchSampler, SamplerPosition, ValidationSet};
 use gradstep_model::{Checkpoint, Drunet, GradientStepDenoiser, Graph};
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::Adam;
-use crate::checkpoints::{training_state, CheckpointStore, TrainingState};
+use crate::checkpoints::{CheckpointStore, TrainingState};
 use crate::config::{Objective, TrainConfig};
 use crate::error::{Result, TrainError};
 use crate::graphed::GraphedStep;
@@ -29,6 +30,9 @@ use crate::noise;
 use crate::noise::NoisePrefetch;
 use crate::performance::Precision;
 use crate::progress::Progress;
+use crate::resume::restore_newest_intact;
+use crate::run_lock::RunLock;
+use crate::signals::StopSignals;
 use crate::tensorboard::EventWriter;
 use crate::validation::{validate, Validation};
 
@@ -77,6 +81,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     }
     let run_dir = cfg.run_dir();
     let store = CheckpointStore::new(&run_dir, cfg.checkpoint.keep_last);
+    // One trainer per run, before anything in the run folder is written or pruned; it also
+    // removes the temporary files of a killed trainer.
+    let (_lock, mut messages) = RunLock::acquire(&run_dir, &[store.dir()])?;
     let latest = store.latest()?;
     if !opts.resume {
         if let Some(p) = &latest {
@@ -87,6 +94,8 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             )));
         }
     }
+    // Before any long operation (reading a checkpoint, building the decode cache).
+    let signals = StopSignals::install()?;
     let config_json = serde_json::to_value(cfg)
         .map_err(|e| TrainError::Config(format!("cannot serialise the config: {e}")))?;
 
@@ -112,14 +121,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         best_psnr: None,
         config: config_json.clone(),
     };
-    let mut messages = Vec::new();
-    let resumed = match latest.filter(|_| opts.resume) {
-        Some(path) => {
-            let ckpt = Checkpoint::read(&path)?;
-            check_compatible(&ckpt, cfg, &path)?;
-            let (saved, moments) = training_state(&ckpt, &path)?;
-            copy_weights(&ckpt, &mut denoiser, device, &path)?;
-            adam.load_state(&moments, saved.adam_step)?;
+    let restored = if opts.resume {
+        restore_newest_intact(&store, cfg, &mut denoiser, &mut adam, device, &mut messages)?
+    } else {
+        None
+    };
+    match restored {
+        Some((path, saved)) => {
             state = TrainingState {
                 config: config_json.clone(),
                 ..saved
@@ -129,7 +137,6 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 path.display(),
                 state.step
             ));
-            true
         }
         None => {
             if opts.resume {
@@ -143,15 +150,23 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
                 copy_weights(&ckpt, &mut denoiser, device, init)?;
                 messages.push(format!("initialised from {}", init.display()));
             }
-            false
         }
+    }
+    let interrupted = |during: String| TrainError::Interrupted {
+        signal: signals.received().unwrap_or(signal_hook::consts::SIGTERM),
+        during,
     };
-    let mut sampler = if resumed {
-        PatchSampler::resume(&cfg.data, &state.sampler)?
-    } else {
-        PatchSampler::new(&cfg.data)?
-    };
+    let mut sampler =
+        match PatchSampler::resume_unless_stopped(&cfg.data, &state.sampler, signals.stop_flag()) {
+            Err(gradstep_data::DataError::Interrupted(what)) => return Err(interrupted(what)),
+            other => other?,
+        };
     let validation = load_validation(cfg, &mut messages)?;
+    if signals.received().is_some() {
+        return Err(interrupted(
+            "interrupted before the first step: no checkpoint was written".into(),
+        ));
+    }
     if cfg.performance.precision == Precision::Bf16
         && !(device.is_cuda() && gradstep_model::cuda::autocast_available())
     {
@@ -160,23 +175,9 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         ));
     }
     gradstep_model::cuda::reset_peak(device);
-    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::Io(run_dir.clone(), e))?;
     let cfg_text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
     gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
     let mut events = EventWriter::create(&run_dir)?;
-
-    // `stop`: either signal arrived, so that a second one of either exits at once;
-    // `received`: which one, what the loop reads.
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
-        .map(|sig| (sig, Arc::new(AtomicBool::new(false))));
-    for (sig, got) in &received {
-        let io = |e| TrainError::Io(PathBuf::from("<signal handler>"), e);
-        signal_hook::flag::register_conditional_shutdown(*sig, 130, Arc::clone(&stop))
-            .map_err(io)?;
-        signal_hook::flag::register(*sig, Arc::clone(&stop)).map_err(io)?;
-        signal_hook::flag::register(*sig, Arc::clone(got)).map_err(io)?;
-    }
 
     let progress = Progress::new(state.step, cfg.steps, opts.quiet);
     for m in &messages {
@@ -201,12 +202,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let mut last_saved: Option<(u64, PathBuf)> = None;
     let mut signal = None;
     while state.step < cfg.steps {
-        // SIGTERM wins when both came: it is the scheduler's, SIGINT may be a stray keypress.
-        signal = received
-            .iter()
-            .rev()
-            .find(|(_, got)| got.load(Ordering::SeqCst))
-            .map(|(sig, _)| *sig);
+        signal = signals.received();
         if signal.is_some() {
             break;
         }
@@ -394,29 +390,8 @@ pub(crate) fn read_step_numbers(
     Ok((loss, mse, norm))
 }
 
-/// Refuses a checkpoint whose architecture or denoiser kind differs from the config's.
-fn check_compatible(ckpt: &Checkpoint, cfg: &TrainConfig, path: &std::path::Path) -> Result<()> {
-    if ckpt.model.architecture != cfg.model {
-        return Err(TrainError::Resume(format!(
-            "{} has architecture {:?}, the config asks for {:?}: the architecture cannot change on resume (start a new run, or fine-tune with init_from)",
-            path.display(),
-            ckpt.model.architecture,
-            cfg.model
-        )));
-    }
-    if ckpt.model.kind != cfg.objective.kind() {
-        return Err(TrainError::Resume(format!(
-            "{} was trained with objective {:?}, the config asks for {:?}",
-            path.display(),
-            ckpt.model.kind,
-            cfg.objective.kind()
-        )));
-    }
-    Ok(())
-}
-
 /// Copies a checkpoint's weights into `denoiser` (same architecture required).
-fn copy_weights(
+pub(crate) fn copy_weights(
     ckpt: &Checkpoint,
     denoiser: &mut GradientStepDenoiser,
     device: Device,

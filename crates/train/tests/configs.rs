@@ -118,3 +118,82 @@ fn overrides_reach_nested_fields_and_unknown_keys_fail() {
         "{err}"
     );
 }
+
+#[test]
+fn out_of_bounds_numbers_are_refused_naming_the_file_and_the_field() {
+    let path = configs_dir().join("gs-drunet-tiny.json");
+    let prox = |field: &str, value: &str| {
+        let mut p = serde_json::json!({"mu": 1e-3, "epsilon": 0.1, "clip_max": 1e3,
+            "estimator": {"kind": "power_iteration"}, "max_products": 50, "tolerance": 1e-2});
+        p[field] = serde_json::from_str(value).unwrap();
+        format!("objective={}", serde_json::json!({ "prox": p }))
+    };
+    let model = "model.activation=softplus";
+    let cases = [
+        (
+            vec!["noise.sigma_max_255=1e308".to_string()],
+            "noise.sigma_max_255",
+        ),
+        (
+            vec!["noise.sigma_max_255=255.5".into()],
+            "noise.sigma_max_255",
+        ),
+        (vec!["noise.sigma_min_255=-1".into()], "noise.sigma_min_255"),
+        (vec!["noise.sigma_min_255=60".into()], "noise.sigma_min_255"),
+        (vec!["optimizer.lr=1e308".into()], "optimizer.lr"),
+        (vec!["optimizer.lr=0".into()], "optimizer.lr"),
+        (vec!["optimizer.beta1=1".into()], "optimizer.beta1"),
+        (vec!["optimizer.beta2=-0.1".into()], "optimizer.beta2"),
+        (vec!["optimizer.eps=0".into()], "optimizer.eps"),
+        (vec!["optimizer.eps=1e308".into()], "optimizer.eps"),
+        (vec!["schedule.gamma=1e308".into()], "schedule.gamma"),
+        (vec!["clip_grad_norm=1e308".into()], "clip_grad_norm"),
+        (vec!["clip_grad_norm=0".into()], "clip_grad_norm"),
+        (vec!["steps=0".into()], "steps"),
+        (vec!["steps=18446744073709551615".into()], "steps"),
+        (vec!["data.patch_size=100000".into()], "data.patch_size"),
+        (vec!["data.batch_size=0".into()], "data.batch_size"),
+        (vec!["data.prefetch=1000000000".into()], "data.prefetch"),
+        (
+            vec!["data.crops_per_image=0".into()],
+            "data.crops_per_image",
+        ),
+        (vec!["data.threads=100000".into()], "data.threads"),
+        (vec!["model.widths=[8,16,32,100000]".into()], "model.widths"),
+        (vec!["model.blocks=1000".into()], "model.blocks"),
+        (
+            vec!["validation.sigmas_255=[25, 1e308]".into()],
+            "validation.sigmas_255",
+        ),
+        (vec!["validation.crop=0".into()], "validation.crop"),
+        (
+            vec!["validation.batch_size=0".into()],
+            "validation.batch_size",
+        ),
+        (vec![model.into(), prox("mu", "1e308")], "mu"),
+        (vec![model.into(), prox("clip_max", "1e308")], "clip_max"),
+        (
+            vec![model.into(), prox("max_products", "1000000000")],
+            "max_products",
+        ),
+        (vec![model.into(), prox("tolerance", "1e308")], "tolerance"),
+    ];
+    for (sets, field) in cases {
+        let err = TrainConfig::load(&path, &sets).unwrap_err().to_string();
+        assert!(
+            err.contains("gs-drunet-tiny.json") && err.contains(field) && !err.contains('\n'),
+            "{sets:?}: {err}"
+        );
+        // Shown as written, not as 309 digits.
+        assert!(err.len() < 300, "{sets:?}: {err}");
+    }
+    // The bounds themselves are allowed.
+    let edges = [
+        "noise.sigma_min_255=255",
+        "noise.sigma_max_255=255",
+        "optimizer.lr=1",
+        "schedule.gamma=1",
+        "clip_grad_norm=1e6",
+    ];
+    TrainConfig::load(&path, &edges.map(String::from)).unwrap();
+}
