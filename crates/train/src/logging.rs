@@ -67,6 +67,20 @@ pub fn log_validation(w: &mut EventWriter, step: i64, v: &Validation, images: bo
     w.flush()
 }
 
+/// The run's config as text (the Text tab) and as hyper-parameters with the mean validation
+/// PSNR of `D_σ` as their metric (the HParams tab, to compare runs).
+pub fn log_config(w: &mut EventWriter, config: &serde_json::Value, step: i64) -> Result<()> {
+    let text = serde_json::to_string_pretty(config).unwrap_or_default();
+    // Four leading spaces make a Markdown code block, which keeps the JSON's indentation.
+    let block: String = text.lines().map(|l| format!("    {l}\n")).collect();
+    w.text("config", step, &block)?;
+    w.hparams_start(
+        &crate::tensorboard::flatten_hparams(config),
+        &["val/psnr_D_mean"],
+    )?;
+    w.flush()
+}
+
 /// One line per level for the console.
 pub fn validation_summary(step: u64, v: &Validation) -> String {
     let parts: Vec<String> = v

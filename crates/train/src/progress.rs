@@ -58,13 +58,19 @@ impl Progress {
         }
     }
 
-    /// Reports step `step` done with training loss `loss`; `log_line` asks for a plain line
-    /// when there is no bar.
-    pub fn step(&self, step: u64, loss: f64, lr: f64, log_line: bool) {
+    /// Reports step `step` done with training loss `loss` and `extra` (e.g. the Prox
+    /// penalty's Hessian norm estimates; may be empty); `log_line` asks for a plain line when
+    /// there is no bar.
+    pub fn step(&self, step: u64, loss: f64, lr: f64, extra: &str, log_line: bool) {
+        let extra = if extra.is_empty() {
+            String::new()
+        } else {
+            format!("  {extra}")
+        };
         match &self.bar {
             Some(bar) => {
                 bar.set_position(step);
-                bar.set_message(format!("loss {loss:.3e}  lr {lr:.1e}"));
+                bar.set_message(format!("loss {loss:.3e}  lr {lr:.1e}{extra}"));
             }
             None if log_line && !self.quiet => {
                 let rate = self.rate(step);
@@ -74,7 +80,7 @@ impl Progress {
                     f64::NAN
                 };
                 self.print(&format!(
-                    "step {step}/{}  loss {loss:.4e}  lr {lr:.2e}  {rate:.2} steps/s  ETA {}",
+                    "step {step}/{}  loss {loss:.4e}  lr {lr:.2e}{extra}  {rate:.2} steps/s  ETA {}",
                     self.total,
                     format_secs(eta)
                 ));

@@ -178,6 +178,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     let cfg_text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
     gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
     let mut events = EventWriter::create(&run_dir)?;
+    logging::log_config(&mut events, &config_json, state.step as i64)?;
 
     let progress = Progress::new(state.step, cfg.steps, opts.quiet);
     for m in &messages {
@@ -241,7 +242,13 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
             // The next logged peak is that of the next logging interval.
             gradstep_model::cuda::reset_peak(device);
         }
-        progress.step(state.step, scalars.loss, lr, log_now);
+        // Prox: the Hessian norm estimates on the console too (they decide whether D_σ is a
+        // proximal operator), not only in TensorBoard.
+        let prox_norms = scalars
+            .prox
+            .map(|(_, mean, max, _)| format!("‖∇²g_σ‖ mean {mean:.3} max {max:.3}"))
+            .unwrap_or_default();
+        progress.step(state.step, scalars.loss, lr, &prox_norms, log_now);
 
         let mut is_best = false;
         let validate_now = cfg.validation.every > 0
@@ -267,7 +274,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         _ => store.save(&denoiser, cfg, &adam, &state, false)?,
     };
     progress.finish();
-    events.flush()?;
+    events.hparams_end(signal.is_none())?;
     let how = if signal.is_some() {
         "interrupted"
     } else {
