@@ -1,5 +1,6 @@
 //! The data crate's integration tests (one binary: libtorch is linked once).
 mod common;
 mod conversions;
+mod corrupt;
 mod sampler;
 mod validation;
