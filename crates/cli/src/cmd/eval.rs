@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 use super::restore::{algorithm_config, task_for, Common, TaskArg};
-use crate::common;
+use crate::{checks, common};
 
 /// Arguments of `gradstep eval`.
 #[derive(Debug, clap::Args)]
@@ -49,7 +49,8 @@ struct Row {
     scale: i64,
     noise: f64,
     psnr: f64,
-    ssim: f64,
+    /// `None` (`n/a` in the CSV, `null` in the JSON) for images under SSIM's window.
+    ssim: Option<f64>,
     iterations: usize,
     seconds: f64,
 }
@@ -86,9 +87,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None if c.task == TaskArg::Denoise => vec![5.0, 15.0, 25.0, 50.0],
         None => vec![2.55, 7.65, 12.75],
     };
-    if let Some(bad) = noises.iter().find(|n| !(n.is_finite() && **n >= 0.0)) {
-        bail!("--noise levels must be ≥ 0 (0–255 scale), got {bad}");
+    for &n in &noises {
+        checks::level_255("--noise", n, true)?;
     }
+    checks::common_levels(c)?;
     let kernels: Vec<Option<KernelSpec>> = match c.task {
         TaskArg::Deblur => {
             KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
@@ -181,7 +183,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 scale,
                 noise,
                 psnr: metrics::psnr(&x, truth)?[0],
-                ssim: metrics::ssim(&x, truth)?[0],
+                ssim: common::ssim_if_defined(&x, truth)?,
                 iterations: r.iterations,
                 seconds: r.seconds,
             });
@@ -239,8 +241,15 @@ fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
     let mut csv = String::from("image,kernel,scale,noise,psnr,ssim,iterations,seconds\n");
     for r in rows {
         csv += &format!(
-            "{},{},{},{},{:.4},{:.5},{},{:.4}\n",
-            r.image, r.kernel, r.scale, r.noise, r.psnr, r.ssim, r.iterations, r.seconds
+            "{},{},{},{},{:.4},{},{},{:.4}\n",
+            r.image,
+            r.kernel,
+            r.scale,
+            r.noise,
+            r.psnr,
+            r.ssim.map_or_else(|| "n/a".into(), |s| format!("{s:.5}")),
+            r.iterations,
+            r.seconds
         );
     }
     gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
