@@ -65,7 +65,11 @@ fn assert_refused(o: &Output, needles: &[&str]) {
 /// A `w × h` RGB image with some structure, saved at `path` (format from the extension).
 fn write_image(path: &Path, w: u32, h: u32) {
     image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) * 3 % 256) as u8])
+        image::Rgb([
+            (x * 7 % 256) as u8,
+            (y * 5 % 256) as u8,
+            ((x + y) * 3 % 256) as u8,
+        ])
     })
     .save(path)
     .unwrap();
@@ -84,7 +88,14 @@ fn denoise(args: &[&str], files: &[&Path]) -> Output {
 /// `gradstep restore` on the CPU with a few iterations: `extra` flags, then input and folder.
 fn restore(extra: &[&str], input: &Path, outdir: &Path) -> Output {
     gradstep()
-        .args(["restore", "--device", "cpu", "--max-iter", "3", "--checkpoint"])
+        .args([
+            "restore",
+            "--device",
+            "cpu",
+            "--max-iter",
+            "3",
+            "--checkpoint",
+        ])
         .arg(tiny())
         .args(extra)
         .arg(input)
@@ -151,7 +162,14 @@ fn noise_levels_out_of_0_255_are_refused_by_flag_or_config_field_with_exit_1() {
     write_image(&images.join("a.png"), 16, 16);
     let eval_out = dir.path().join("eval");
     let o = gradstep()
-        .args(["eval", "--device", "cpu", "--task", "inpaint", "--checkpoint"])
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--task",
+            "inpaint",
+            "--checkpoint",
+        ])
         .arg(tiny())
         .arg("--images")
         .arg(&images)
@@ -310,7 +328,13 @@ fn an_output_that_is_an_input_is_refused_and_the_input_is_kept() {
         let o = denoise(&["--sigma", "15"], &[&img, output]);
         assert_refused(&o, &["same file as", "in.png", "refusing to overwrite"]);
     }
-    let noisy_is_input = ["--sigma", "15", "--add-noise", "--save-noisy", img.to_str().unwrap()];
+    let noisy_is_input = [
+        "--sigma",
+        "15",
+        "--add-noise",
+        "--save-noisy",
+        img.to_str().unwrap(),
+    ];
     let o = denoise(&noisy_is_input, &[&img, &d.join("o.png")]);
     assert_refused(&o, &["in.png", "same file as"]);
     // The reference is an input too.
@@ -371,7 +395,10 @@ fn restore_removes_its_stale_files_from_a_reused_folder_and_keeps_others() {
     assert!(outdir.join("psnr.png").is_file() && outdir.join("restored.png").is_file());
     let log = std::fs::read_to_string(outdir.join("convergence.json")).unwrap();
     assert!(log.contains("\"algorithm\": \"hqs\""), "{log}");
-    assert_eq!(std::fs::read_to_string(outdir.join("notes.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(outdir.join("notes.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -402,7 +429,11 @@ fn an_unknown_output_extension_is_refused_before_any_work() {
         &dir.path().join("out.png"),
     );
     assert_refused(&o, &["noisy.webp", "unknown image format"]);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only in.png");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only in.png"
+    );
 }
 
 #[test]
@@ -418,7 +449,13 @@ fn save_noisy_without_add_noise_is_refused() {
     assert_refused(&o, &["--save-noisy", "--add-noise"]);
     assert!(!noisy.exists() && !out.exists());
     let o = denoise(
-        &["--sigma", "15", "--add-noise", "--save-noisy", noisy.to_str().unwrap()],
+        &[
+            "--sigma",
+            "15",
+            "--add-noise",
+            "--save-noisy",
+            noisy.to_str().unwrap(),
+        ],
         &[&img, &out],
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -436,15 +473,29 @@ fn images_under_the_ssim_window_report_psnr_and_ssim_not_available() {
     let o = restore(&["--task", "denoise", "--noise", "15"], &img, &outdir);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
-    let restored = s.lines().find(|l| l.starts_with("restored: PSNR ")).unwrap();
+    let restored = s
+        .lines()
+        .find(|l| l.starts_with("restored: PSNR "))
+        .unwrap();
     assert!(restored.ends_with("dB  SSIM n/a"), "{s}");
-    assert!(s.contains("observed: PSNR ") && s.contains("SSIM n/a"), "{s}");
+    assert!(
+        s.contains("observed: PSNR ") && s.contains("SSIM n/a"),
+        "{s}"
+    );
     let psnr: f64 = restored.split_whitespace().nth(2).unwrap().parse().unwrap();
     assert!(psnr > 10.0 && psnr.is_finite(), "{s}");
 
     let eval_out = dir.path().join("eval");
     let o = gradstep()
-        .args(["eval", "--device", "cpu", "--task", "inpaint", "--max-iter", "2"])
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--task",
+            "inpaint",
+            "--max-iter",
+            "2",
+        ])
         .args(["--noise", "7.65", "--checkpoint"])
         .arg(tiny())
         .arg("--images")
@@ -484,7 +535,10 @@ fn a_cpu_out_of_memory_error_is_one_line_without_the_cpp_backtrace() {
         .unwrap();
     assert_refused(&o, &["big.png", "libtorch", "allocate"]);
     let err = stderr(&o);
-    assert!(!err.contains("Exception raised from") && !err.contains("frame #"), "{err}");
+    assert!(
+        !err.contains("Exception raised from") && !err.contains("frame #"),
+        "{err}"
+    );
     // The libtorch message is printed once, not again as its own source.
     assert_eq!(err.matches("DefaultCPUAllocator").count(), 1, "{err}");
     assert!(!out.exists());

@@ -59,7 +59,9 @@ fn open(path: &Path) -> Result<DynamicImage> {
     let truncated = match reader.format() {
         Some(ImageFormat::Jpeg) => (!jpeg_is_complete(&bytes))
             .then_some("JPEG without an end-of-image marker after its last scan"),
-        Some(ImageFormat::Png) => (!png_is_complete(&bytes)).then_some("PNG ends before its IEND chunk"),
+        Some(ImageFormat::Png) => {
+            (!png_is_complete(&bytes)).then_some("PNG ends before its IEND chunk")
+        }
         _ => None,
     };
     if let Some(why) = truncated {
@@ -122,7 +124,9 @@ pub fn check_output_format(path: &Path) -> Result<ImageFormat> {
                 .unwrap_or_else(|| "no extension".into());
             Err(DataError::file(
                 path,
-                format!("unknown image format: {ext} (expected .png, .jpg, .jpeg, .bmp, .tif or .tiff)"),
+                format!(
+                    "unknown image format: {ext} (expected .png, .jpg, .jpeg, .bmp, .tif or .tiff)"
+                ),
             ))
         }
     }

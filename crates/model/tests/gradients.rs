@@ -192,9 +192,15 @@ fn a_level_outside_0_255_is_an_error_not_a_panic() {
     // σ = 1e308/255 overflowed float32 inside tch, which panics in a `Drop`.
     let den = tiny(Activation::Elu, 3, GradMethod::Adjoint);
     let x = Tensor::rand([1, 3, 8, 8], (Kind::Float, Device::Cpu));
-    for bad in [Sigma::from_255(1e308), Sigma::Scalar(f64::NAN), Sigma::PerImage(vec![-0.1])] {
+    for bad in [
+        Sigma::from_255(1e308),
+        Sigma::Scalar(f64::NAN),
+        Sigma::PerImage(vec![-0.1]),
+    ] {
         let err = den.denoise(&x, &bad, Graph::Inference).unwrap_err();
         assert!(err.to_string().contains("outside [0, 1]"), "{err}");
     }
-    assert!(den.denoise(&x, &Sigma::from_255(255.0), Graph::Inference).is_ok());
+    assert!(den
+        .denoise(&x, &Sigma::from_255(255.0), Graph::Inference)
+        .is_ok());
 }

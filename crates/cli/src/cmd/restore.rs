@@ -186,14 +186,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(str::parse::<KernelSpec>)
         .transpose()?;
-    let mut inputs = vec![a.input.as_path()];
-    inputs.extend(c.config.as_deref());
-    if let Some(KernelSpec::File(k)) = &kernel {
-        inputs.push(k);
-    }
-    for name in OUTPUTS {
-        checks::not_an_input(&a.outdir.join(name), &inputs)?;
-    }
+    check_outputs(&a, kernel.as_ref())?;
     let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
     let cfg = algorithm_config(c, kind, a.noise)?;
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
@@ -212,6 +205,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", out("config.json").display()))?;
     report(&problem, &r, &cfg, plots, &a.outdir)
+}
+
+/// None of the files `restore` writes may be one it reads: the image, the config or the kernel.
+fn check_outputs(a: &Args, kernel: Option<&KernelSpec>) -> anyhow::Result<()> {
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.common.config.as_deref());
+    if let Some(KernelSpec::File(k)) = kernel {
+        inputs.push(k);
+    }
+    for name in OUTPUTS {
+        checks::not_an_input(&a.outdir.join(name), &inputs)?;
+    }
+    Ok(())
 }
 
 fn report(

@@ -40,7 +40,10 @@ fn truncated_png_and_jpeg_files_are_refused() {
     let padded_path = dir.path().join("padded.jpg");
     std::fs::write(&padded_path, &padded).unwrap();
     for p in [&png_path, &jpeg_path, &padded_path] {
-        assert_eq!(load_image(p, 3, Device::Cpu).unwrap().size(), [1, 3, 40, 48]);
+        assert_eq!(
+            load_image(p, 3, Device::Cpu).unwrap().size(),
+            [1, 3, 40, 48]
+        );
     }
 }
 
@@ -51,6 +54,9 @@ fn output_formats_are_known_before_writing() {
     }
     for bad in ["a.xyz", "b.gif", "c.webp", "noext"] {
         let err = check_output_format(Path::new(bad)).unwrap_err().to_string();
-        assert!(err.contains(bad) && err.contains("unknown image format"), "{err}");
+        assert!(
+            err.contains(bad) && err.contains("unknown image format"),
+            "{err}"
+        );
     }
 }

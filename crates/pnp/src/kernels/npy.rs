@@ -196,8 +196,14 @@ mod tests {
             &f64s(&[1., 4., 2., 5., 3., 6.]),
         );
         assert_eq!(parse(&f).unwrap(), (2, 3, vec![1., 2., 3., 4., 5., 6.]));
-        let data: Vec<u8> = [0.5f32, 0.25].iter().flat_map(|x| x.to_le_bytes()).collect();
-        let s = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", &data);
+        let data: Vec<u8> = [0.5f32, 0.25]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        let s = npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }",
+            &data,
+        );
         assert_eq!(parse(&s).unwrap(), (1, 2, vec![0.5, 0.25]));
     }
 
@@ -208,14 +214,20 @@ mod tests {
             &f64s(&[1.0; 4]),
         );
         let err = parse(&huge).unwrap_err();
-        assert!(err.contains("100000×100000") && err.contains("1024"), "{err}");
+        assert!(
+            err.contains("100000×100000") && err.contains("1024"),
+            "{err}"
+        );
         // A shape within bounds but larger than the data.
         let short = npy(
             "{'descr': '<f8', 'fortran_order': False, 'shape': (9, 9), }",
             &f64s(&[1.0; 4]),
         );
         let err = parse(&short).unwrap_err();
-        assert!(err.contains("holds 32 bytes") && err.contains("648"), "{err}");
+        assert!(
+            err.contains("holds 32 bytes") && err.contains("648"),
+            "{err}"
+        );
         // A second shape key that another parser might read instead.
         let twice = npy(
             "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), 'shape': (9, 9)}",

@@ -255,7 +255,11 @@ impl SweepConfig {
                         return Err("axes.sigma_den: times_noise needs noise levels > 0".into());
                     }
                     for &n in &a.noise {
-                        level_255(&format!("axes.sigma_den (times_noise {r} × noise {n})"), r * n, false)?;
+                        level_255(
+                            &format!("axes.sigma_den (times_noise {r} × noise {n})"),
+                            r * n,
+                            false,
+                        )?;
                     }
                 }
             }
