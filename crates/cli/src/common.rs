@@ -84,6 +84,22 @@ pub fn gpu_name(index: usize) -> Option<String> {
     gpu_names().into_iter().nth(index)
 }
 
+/// SSIM of one image against its reference, or `None` when the image is smaller than SSIM's
+/// window (PSNR is still defined there and reported alone).
+pub fn ssim_if_defined(x: &tch::Tensor, reference: &tch::Tensor) -> anyhow::Result<Option<f64>> {
+    let window = gradstep_data::metrics::SSIM_WINDOW;
+    let s = x.size();
+    if s.len() == 4 && (s[2] < window || s[3] < window) {
+        return Ok(None);
+    }
+    Ok(Some(gradstep_data::metrics::ssim(x, reference)?[0]))
+}
+
+/// An SSIM for a report: four decimals, or `n/a` (see [`ssim_if_defined`]).
+pub fn ssim_text(ssim: Option<f64>) -> String {
+    ssim.map_or_else(|| "n/a".into(), |s| format!("{s:.4}"))
+}
+
 /// How the denoiser runs: speed and memory, not results (they agree up to rounding).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunOptions {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod checks;
 mod cmd;
 mod common;
 
@@ -70,9 +71,52 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut chain: Vec<String> = Vec::new();
+            for cause in e.chain().map(|c| one_line(&c.to_string())) {
+                // A wrapped library error often ends with its source's text (`libtorch: …`).
+                if !chain.last().is_some_and(|prev| prev.ends_with(&cause)) {
+                    chain.push(cause);
+                }
+            }
             eprintln!("gradstep: error: {}", chain.join(": "));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error message on one line. libtorch's errors (an out-of-memory error, a bad shape) carry
+/// the C++ backtrace after their message, from `Exception raised from …` on, one `frame #N:`
+/// line per call: it is cut, and the remaining lines are joined.
+fn one_line(message: &str) -> String {
+    let message = message
+        .find("Exception raised from")
+        .map_or(message, |at| &message[..at]);
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("frame #"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn libtorch_backtraces_are_cut_from_error_messages() {
+        let oom = "Internal torch error: [enforce fail at alloc_cpu.cpp:117] data. \
+DefaultCPUAllocator: not enough memory: you tried to allocate 85899345920 bytes.
+Exception raised from alloc_cpu at /pytorch/c10/core/impl/alloc_cpu.cpp:117 (most recent call first):
+frame #0: c10::Error::Error(c10::SourceLocation, std::string) + 0x9c (0x7f in libc10.so)
+frame #1: c10::alloc_cpu(unsigned long) + 0x2d4 (0x7f in libc10.so)
+";
+        assert_eq!(
+            one_line(oom),
+            "Internal torch error: [enforce fail at alloc_cpu.cpp:117] data. \
+DefaultCPUAllocator: not enough memory: you tried to allocate 85899345920 bytes."
+        );
+        assert_eq!(one_line("a\n  b\n"), "a b");
+        assert_eq!(one_line("no backtrace"), "no backtrace");
     }
 }

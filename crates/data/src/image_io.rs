@@ -3,9 +3,10 @@
 //! Gray, RGBA (alpha dropped), 16-bit and palette images are converted to the requested
 //! channel count: colour from gray replicates the channel; gray from colour uses the
 //! `image` crate's luma, ITU-R BT.709 weights `0.2126 R + 0.7152 G + 0.0722 B`.
+use std::io::Cursor;
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageBuffer, Rgb, RgbImage};
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageFormat, Rgb, RgbImage};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{DataError, Result};
@@ -41,13 +42,94 @@ pub fn dimensions(path: &Path) -> Result<(usize, usize)> {
     Ok((w as usize, h as usize))
 }
 
+/// Reads and decodes `path`, refusing truncated PNG and JPEG files: the `image` crate
+/// decodes a JPEG cut short without an error (the missing rows come out grey), so the
+/// structure is checked first.
 fn open(path: &Path) -> Result<DynamicImage> {
-    image::ImageReader::open(path)
-        .map_err(|e| DataError::file(path, e))?
+    let bytes = std::fs::read(path).map_err(|e| DataError::file(path, e))?;
+    let mut reader = image::ImageReader::new(Cursor::new(bytes.as_slice()))
         .with_guessed_format()
-        .map_err(|e| DataError::file(path, e))?
-        .decode()
-        .map_err(|e| DataError::file(path, format!("cannot decode: {e}")))
+        .map_err(|e| DataError::file(path, e))?;
+    if reader.format().is_none() {
+        // No magic number recognised: let the extension choose, as `ImageReader::open` does.
+        if let Ok(format) = ImageFormat::from_path(path) {
+            reader.set_format(format);
+        }
+    }
+    let truncated = match reader.format() {
+        Some(ImageFormat::Jpeg) => (!jpeg_is_complete(&bytes))
+            .then_some("JPEG without an end-of-image marker after its last scan"),
+        Some(ImageFormat::Png) => {
+            (!png_is_complete(&bytes)).then_some("PNG ends before its IEND chunk")
+        }
+        _ => None,
+    };
+    if let Some(why) = truncated {
+        return Err(corrupt(path, why));
+    }
+    reader.decode().map_err(|e| match e {
+        image::ImageError::Decoding(_) | image::ImageError::IoError(_) => corrupt(path, e),
+        _ => DataError::file(path, format!("cannot decode: {e}")),
+    })
+}
+
+fn corrupt(path: &Path, why: impl std::fmt::Display) -> DataError {
+    DataError::file(path, format!("truncated or corrupt image ({why})"))
+}
+
+/// Whether a JPEG stream ends: an end-of-image marker `FF D9` follows the last start-of-scan
+/// `FF DA`. Inside entropy-coded data an `FF` byte is followed only by `00` or a restart
+/// marker, so neither marker can appear there by accident; an `FF D9` of an embedded
+/// thumbnail comes before the main image's scans, and data appended after the end marker
+/// (a second image of a multi-picture file) is allowed.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let after_last_scan = bytes
+        .windows(2)
+        .rposition(|w| w == [0xFF, 0xDA])
+        .map_or(0, |p| p + 2);
+    bytes[after_last_scan..]
+        .windows(2)
+        .any(|w| w == [0xFF, 0xD9])
+}
+
+/// Whether a PNG file holds its whole chunk sequence, up to and including `IEND`
+/// (chunk = 4-byte big-endian length, 4-byte type, data, 4-byte CRC).
+fn png_is_complete(bytes: &[u8]) -> bool {
+    let mut pos = 8; // the signature
+    while let Some(header) = bytes.get(pos..pos + 8) {
+        let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let Some(end) = pos.checked_add(12).and_then(|p| p.checked_add(len)) else {
+            return false;
+        };
+        if end > bytes.len() {
+            return false;
+        }
+        if &header[4..8] == b"IEND" {
+            return true;
+        }
+        pos = end;
+    }
+    false
+}
+
+/// Checks that `path`'s extension names a format [`save_image`] writes (`.png`, `.jpg` /
+/// `.jpeg`, `.bmp`, `.tif` / `.tiff`), so that a command can refuse it before its work.
+pub fn check_output_format(path: &Path) -> Result<ImageFormat> {
+    match ImageFormat::from_path(path) {
+        Ok(format) if format.writing_enabled() => Ok(format),
+        _ => {
+            let ext = path
+                .extension()
+                .map(|e| format!("extension `.{}`", e.to_string_lossy()))
+                .unwrap_or_else(|| "no extension".into());
+            Err(DataError::file(
+                path,
+                format!(
+                    "unknown image format: {ext} (expected .png, .jpg, .jpeg, .bmp, .tif or .tiff)"
+                ),
+            ))
+        }
+    }
 }
 
 /// `img` as planar `[C, H, W]` floats on `[0, 1]`.
@@ -130,9 +212,12 @@ pub fn encode_png(image: &Tensor) -> Result<Vec<u8>> {
 /// Writes a `[1, C, H, W]` or `[C, H, W]` tensor (values clipped to `[0, 1]`, rounded to
 /// 8 bits) to `path`; the format follows the extension (PNG recommended: lossless).
 pub fn save_image(path: &Path, image: &Tensor) -> Result<()> {
+    let format = check_output_format(path)?;
     let dynimg = to_u8_image(image)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| DataError::file(dir, e))?;
     }
-    dynimg.save(path).map_err(|e| DataError::file(path, e))
+    dynimg
+        .save_with_format(path, format)
+        .map_err(|e| DataError::file(path, e))
 }

@@ -31,13 +31,16 @@ pub fn psnr_of_mse(mse: f64) -> f64 {
     -10.0 * mse.max(1e-20).log10()
 }
 
+/// The side of SSIM's window: images smaller than it have no SSIM.
+pub const SSIM_WINDOW: i64 = 11;
+
 /// SSIM of each image of `[B, C, H, W]` tensors on `[0, 1]`, as in the papers' tooling
 /// (DPIR's `calculate_ssim`): 11×11 Gaussian window of std 1.5, valid region only,
 /// `C₁ = (0.01)²`, `C₂ = (0.03)²`, averaged over channels.
 pub fn ssim(x: &Tensor, reference: &Tensor) -> Result<Vec<f64>> {
     same_shape(x, reference)?;
     let s = x.size();
-    if s[2] < 11 || s[3] < 11 {
+    if s[2] < SSIM_WINDOW || s[3] < SSIM_WINDOW {
         return Err(DataError::Invalid(
             "SSIM needs images of at least 11×11".into(),
         ));

@@ -16,6 +16,36 @@ pub enum Sigma {
 }
 
 impl Sigma {
+    /// The largest noise level accepted on the 0–255 scale: noise as strong as the whole
+    /// range of the image. Beyond it nothing is left to restore, and huge levels (`1e308`)
+    /// overflow `σ²` and the float32 network input.
+    pub const MAX_LEVEL_255: f64 = 255.0;
+
+    /// Checks a noise level on the 0–255 scale: finite, at most [`Sigma::MAX_LEVEL_255`],
+    /// and positive (or also 0 when `zero_allowed`). The error says what was expected and
+    /// what was given; the caller prefixes the flag or the config field.
+    pub fn check_level_255(level: f64, zero_allowed: bool) -> std::result::Result<(), String> {
+        let low_ok = if zero_allowed {
+            level >= 0.0
+        } else {
+            level > 0.0
+        };
+        if low_ok && level <= Self::MAX_LEVEL_255 {
+            return Ok(());
+        }
+        let open = if zero_allowed { '[' } else { '(' };
+        // `1e308`, not its 309 digits.
+        let got = if level.abs() >= 1e6 {
+            format!("{level:e}")
+        } else {
+            level.to_string()
+        };
+        Err(format!(
+            "must be in {open}0, {}] (0–255 scale), got {got}",
+            Self::MAX_LEVEL_255
+        ))
+    }
+
     /// `σ = level / 255` for a level on the 0–255 scale.
     pub fn from_255(level: f64) -> Self {
         Sigma::Scalar(level / 255.0)
@@ -26,6 +56,20 @@ impl Sigma {
     pub fn channel(&self, shape: &[i64], like: &Tensor) -> Result<Tensor> {
         let (b, h, w) = (shape[0], shape[2], shape[3]);
         let opts = (like.f_kind()?, like.device());
+        // Levels are checked here, not only where users type them: tch panics (in a `Drop`)
+        // when a scalar overflows the tensor's float type, as `σ = 1e308 / 255` does.
+        let levels: &[f64] = match self {
+            Sigma::Scalar(s) => std::slice::from_ref(s),
+            Sigma::PerImage(v) => v,
+            Sigma::Map(_) => &[],
+        };
+        let max = Self::MAX_LEVEL_255 / 255.0;
+        if let Some(bad) = levels.iter().find(|s| !(0.0..=max).contains(*s)) {
+            return Err(ModelError::Invalid(format!(
+                "σ = {bad} is outside [0, 1] (the 0–255 scale's [0, {}])",
+                Self::MAX_LEVEL_255
+            )));
+        }
         match self {
             Sigma::Scalar(s) => Ok(Tensor::f_full([b, 1, h, w], *s, opts)?),
             Sigma::PerImage(v) => {

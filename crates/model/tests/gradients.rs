@@ -186,3 +186,23 @@ fn wrong_channel_count_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(err.to_string().contains("expected [batch, 3"), "{err}");
 }
+
+#[test]
+fn a_level_outside_0_255_is_an_error_not_a_panic() {
+    // σ = 1e308/255 overflowed float32 inside tch, which panics in a `Drop`.
+    let net = Drunet::new(&DrunetConfig::tiny(Activation::Elu), Device::Cpu).unwrap();
+    let den = GradientStepDenoiser::new(net);
+    let x = Tensor::rand([1, 3, 8, 8], (Kind::Float, Device::Cpu));
+    for bad in [
+        Sigma::from_255(1e308),
+        Sigma::Scalar(f64::NAN),
+        Sigma::PerImage(vec![-0.1]),
+    ] {
+        let err = den.denoise(&x, &bad, Graph::Inference).unwrap_err();
+        assert!(err.to_string().contains("outside [0, 1]"), "{err}");
+    }
+    let d = den
+        .denoise(&x, &Sigma::from_255(255.0), Graph::Inference)
+        .unwrap();
+    assert_eq!(d.size(), [1, 3, 8, 8]);
+}

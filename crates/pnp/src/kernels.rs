@@ -12,6 +12,8 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{PnpError, Result};
 
+mod npy;
+
 /// A 2-D blur kernel, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Kernel {
@@ -21,22 +23,39 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The largest kernel side accepted: the benchmark kernels are at most 27 pixels wide, and
+    /// a bound lets a file's header be refused before its size is trusted.
+    pub const MAX_SIDE: usize = 1024;
+
     /// A kernel from row-major values; they must be finite, non-negative and sum to a positive
-    /// value. The kernel is normalised to sum 1.
+    /// finite value, and each side is at most [`Kernel::MAX_SIDE`]. The kernel is normalised to
+    /// sum 1.
     pub fn new(height: usize, width: usize, values: Vec<f64>) -> Result<Self> {
-        if height == 0 || width == 0 || values.len() != height * width {
+        check_size(height, width)?;
+        if values.len() != height * width {
             return Err(PnpError::Invalid(format!(
                 "kernel of {height}×{width} needs {} values, got {}",
                 height * width,
                 values.len()
             )));
         }
-        if values.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(PnpError::Invalid(
-                "kernel values must be finite and non-negative".into(),
-            ));
+        if let Some((i, v)) = values
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite() || **v < 0.0)
+        {
+            return Err(PnpError::Invalid(format!(
+                "kernel values must be finite and non-negative, entry {i} is {v}"
+            )));
         }
         let sum: f64 = values.iter().sum();
+        // Finite entries can still overflow their sum (9 × 1e308): every entry would then
+        // normalise to 0, a kernel that erases the image.
+        if !sum.is_finite() {
+            return Err(PnpError::Invalid(format!(
+                "kernel values sum to {sum}; scale them down"
+            )));
+        }
         if sum <= 0.0 {
             return Err(PnpError::Invalid("kernel sums to 0".into()));
         }
@@ -98,6 +117,17 @@ impl Kernel {
             .f_to_kind(kind)?
             .f_to_device(device)?)
     }
+}
+
+/// Refuses an empty kernel or one with a side over [`Kernel::MAX_SIDE`].
+fn check_size(height: usize, width: usize) -> Result<()> {
+    if height == 0 || width == 0 || height > Kernel::MAX_SIDE || width > Kernel::MAX_SIDE {
+        return Err(PnpError::Invalid(format!(
+            "kernel of {height}×{width}: each side must be 1 to {}",
+            Kernel::MAX_SIDE
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -167,18 +197,13 @@ pub fn load_kernel_file(path: &Path) -> Result<Kernel> {
             Ok(set.remove(0))
         }
         "npy" => {
-            let t = Tensor::read_npy(path).map_err(|e| PnpError::file(path, e))?;
-            let s = t.size();
-            if s.len() != 2 {
-                return Err(PnpError::file(
-                    path,
-                    format!("expected a 2-D array, got shape {s:?}"),
-                ));
-            }
-            let v = Vec::<f64>::try_from(&t.f_to_kind(Kind::Double)?.f_flatten(0, -1)?)?;
-            Kernel::new(s[0] as usize, s[1] as usize, v).map_err(|e| PnpError::file(path, e))
+            let (h, w, v) = npy::read_2d(path).map_err(|e| PnpError::file(path, e))?;
+            Kernel::new(h, w, v).map_err(|e| PnpError::file(path, e))
         }
         "png" => {
+            // The header's size first: a kernel image is never large, decoding one may be.
+            let (w, h) = gradstep_data::image_io::dimensions(path)?;
+            check_size(h, w).map_err(|e| PnpError::file(path, e))?;
             let (v, h, w) = gradstep_data::image_io::decode(path, 1)?;
             Kernel::new(h, w, v.into_iter().map(f64::from).collect())
                 .map_err(|e| PnpError::file(path, e))

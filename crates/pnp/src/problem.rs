@@ -64,11 +64,8 @@ impl RestorationProblem {
                 "expected one [1, C, H, W] image, got {s:?}"
             )));
         }
-        if !(noise_255 >= 0.0 && noise_255.is_finite()) {
-            return Err(PnpError::Invalid(format!(
-                "noise level must be ≥ 0, got {noise_255}"
-            )));
-        }
+        gradstep_model::Sigma::check_level_255(noise_255, true)
+            .map_err(|e| PnpError::Invalid(format!("noise level {e}")))?;
         let (kind, device) = (clean.kind(), clean.device());
         let (mut h, mut w) = (s[2], s[3]);
         let mut clean = clean.shallow_clone();

@@ -123,3 +123,52 @@ fn benchmark_kernel_sets_load() {
         .all(|k| k.height() == 25 && (k.values().iter().sum::<f64>() - 1.0).abs() < 1e-9));
     assert!(matches!(KernelSpec::Levin(9).load(&dir), Err(e) if e.to_string().contains("index 9")));
 }
+
+#[test]
+fn denoiser_levels_beyond_255_are_refused_by_field() {
+    // 1e308 passed the old "positive and finite" check and overflowed σ² in the algorithms.
+    for kind in [
+        AlgorithmKind::GsPgd,
+        AlgorithmKind::ProxDrs,
+        AlgorithmKind::Hqs,
+    ] {
+        let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
+        c.set_sigma(1e308);
+        let err = c.validate().unwrap_err().to_string();
+        let field = if kind == AlgorithmKind::Hqs {
+            "sigma_end"
+        } else {
+            "sigma"
+        };
+        assert!(err.starts_with(field) && err.contains("(0, 255]"), "{err}");
+        c.set_sigma(255.0);
+        c.validate().unwrap();
+    }
+    let inpaint = r#"{"algorithm": "gs-pgd", "lambda": 0.1, "sigma": 10, "gamma": 0.1, "eta": 0.9,
+        "backtracking": false, "max_iter": 3, "tol": null, "warmup": {"sigma": 300, "iterations": 2}}"#;
+    let c: AlgorithmConfig = serde_json::from_str(inpaint).unwrap();
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("warmup.sigma"));
+}
+
+#[test]
+fn kernels_whose_sum_overflows_or_with_nan_entries_are_refused() {
+    // Finite entries, infinite sum: normalising made every entry 0.
+    let err = Kernel::new(2, 2, vec![1e308; 4]).unwrap_err().to_string();
+    assert!(err.contains("sum to inf"), "{err}");
+    let err = Kernel::new(1, 3, vec![1.0, f64::NAN, 1.0])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("entry 1 is NaN"), "{err}");
+    let side = Kernel::MAX_SIDE + 1;
+    let err = Kernel::new(side, 1, vec![1.0; side])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("1 to 1024"), "{err}");
+    // Large but summable entries are fine.
+    let k = Kernel::new(1, 2, vec![1e300, 3e300]).unwrap();
+    assert_eq!(k.values(), [0.25, 0.75]);
+}

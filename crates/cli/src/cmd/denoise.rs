@@ -6,7 +6,7 @@ use gradstep_data::{load_image, metrics, save_image};
 use gradstep_model::{Graph, Sigma};
 use tch::Tensor;
 
-use crate::common;
+use crate::{checks, common};
 
 /// Arguments of `gradstep denoise`.
 #[derive(Debug, clap::Args)]
@@ -26,7 +26,8 @@ pub struct Args {
     /// Clean image to report PSNR against.
     #[arg(long)]
     reference: Option<PathBuf>,
-    /// Also write the noisy input here (with --add-noise).
+    /// Also write the noisy input here. Needs --add-noise (refused without it: the input is
+    /// then the noisy image already).
     #[arg(long)]
     save_noisy: Option<PathBuf>,
     /// cpu, cuda or cuda:N (default: CUDA when available).
@@ -36,15 +37,28 @@ pub struct Args {
     run: common::RunOptions,
     /// Input image (PNG, JPEG, BMP, TIFF; colour or gray).
     input: PathBuf,
-    /// Output image (PNG recommended).
+    /// Output image (.png recommended; .jpg, .bmp, .tif). Never the input or the reference.
     output: PathBuf,
+}
+
+/// Checks the flags and the output paths before any work.
+fn check(a: &Args) -> anyhow::Result<()> {
+    checks::level_255("--sigma", a.sigma, false)?;
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.reference.as_deref());
+    if let Some(noisy) = &a.save_noisy {
+        if !a.add_noise {
+            bail!("--save-noisy needs --add-noise (without it the input is the noisy image)");
+        }
+        checks::output_image(noisy, &inputs)?;
+        inputs.push(noisy);
+    }
+    checks::output_image(&a.output, &inputs)
 }
 
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if !(a.sigma > 0.0 && a.sigma.is_finite()) {
-        bail!("--sigma must be positive (0–255 scale), got {}", a.sigma);
-    }
+    check(&a)?;
     let device = common::parse_device(a.device.as_deref())?;
     let (ckpt, den) = common::load_denoiser(&a.checkpoint, device)?;
     let den = den.with_options(&a.run.inference(device))?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 use super::restore::{algorithm_config, task_for, Common, TaskArg};
-use crate::common;
+use crate::{checks, common};
 
 /// Arguments of `gradstep eval`.
 #[derive(Debug, clap::Args)]
@@ -52,6 +52,7 @@ struct Row {
     returned: &'static str,
     /// `None` (JSON `null`, an empty CSV cell) for a diverged restoration.
     psnr: Option<f64>,
+    /// `None` for a diverged restoration, and (`n/a` in the CSV) for images under SSIM's window.
     ssim: Option<f64>,
     /// PSNR / SSIM of the last iterate `x_K` (`None` when diverged).
     psnr_last_iterate: Option<f64>,
@@ -64,7 +65,8 @@ struct Row {
 impl Row {
     /// Diverged restorations are shown as such and left out of the means.
     fn diverged(&self) -> bool {
-        self.stop == StopReason::Diverged || self.psnr.is_none() || self.ssim.is_none()
+        // SSIM alone may be undefined (images under its window): that is not divergence.
+        self.stop == StopReason::Diverged || self.psnr.is_none()
     }
 }
 
@@ -100,9 +102,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         None if c.task == TaskArg::Denoise => vec![5.0, 15.0, 25.0, 50.0],
         None => vec![2.55, 7.65, 12.75],
     };
-    if let Some(bad) = noises.iter().find(|n| !(n.is_finite() && **n >= 0.0)) {
-        bail!("--noise levels must be ≥ 0 (0–255 scale), got {bad}");
+    for &n in &noises {
+        checks::level_255("--noise", n, true)?;
     }
+    checks::common_levels(c)?;
     let kernels: Vec<Option<KernelSpec>> = match c.task {
         TaskArg::Deblur => {
             KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
@@ -217,7 +220,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 let finite = |v: f64| v.is_finite().then_some(v);
                 Ok((
                     finite(metrics::psnr(&x, truth)?[0]),
-                    finite(metrics::ssim(&x, truth)?[0]),
+                    common::ssim_if_defined(&x, truth)?.and_then(finite),
                 ))
             };
             let (psnr, ssim) = score(&r.image)?;
@@ -317,6 +320,14 @@ fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
         "image,kernel,scale,noise,returned,psnr,ssim,psnr_last_iterate,ssim_last_iterate,iterations,seconds,stop\n",
     );
     let cell = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
+    // Empty when diverged, `n/a` when the image is under SSIM's window.
+    let ssim_cell = |r: &Row, v: Option<f64>| {
+        if r.diverged() {
+            String::new()
+        } else {
+            v.map_or_else(|| "n/a".into(), |v| format!("{v:.5}"))
+        }
+    };
     for r in rows {
         csv += &format!(
             "{},{},{},{},{},{},{},{},{},{},{:.4},{}\n",
@@ -326,9 +337,9 @@ fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
             r.noise,
             r.returned,
             cell(r.psnr, 4),
-            cell(r.ssim, 5),
+            ssim_cell(r, r.ssim),
             cell(r.psnr_last_iterate, 4),
-            cell(r.ssim_last_iterate, 5),
+            ssim_cell(r, r.ssim_last_iterate),
             r.iterations,
             r.seconds,
             r.stop.name()

@@ -10,7 +10,7 @@ use gradstep_pnp::{
     Task, TaskKind,
 };
 
-use crate::common;
+use crate::{checks, common};
 
 /// The degradations of the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -87,9 +87,23 @@ pub struct Args {
     noise: f64,
     /// Clean input image (the reference for PSNR / SSIM).
     input: PathBuf,
-    /// Output folder.
+    /// Output folder, created if needed. The files this command writes there (observed.png,
+    /// restored.png, convergence.json, config.json, objective.png, psnr.png) are first removed
+    /// where an earlier run left them (HQS draws no objective plot); other files are kept.
     outdir: PathBuf,
 }
+
+/// What `restore` writes into its output folder (with the plots, [`monitor::PLOT_FILES`]).
+const OUTPUTS: [&str; 8] = [
+    "observed.png",
+    "restored.png",
+    "convergence.json",
+    "config.json",
+    monitor::PLOT_FILES[0],
+    monitor::PLOT_FILES[1],
+    monitor::PLOT_FILES[2],
+    monitor::PLOT_FILES[3],
+];
 
 /// The kernel folder: the option, else `$GRADSTEP_SHARED/data/kernels`, else `../shared/data/kernels`.
 pub fn kernel_dir(opt: &Option<PathBuf>) -> PathBuf {
@@ -148,8 +162,11 @@ pub fn algorithm_config(c: &Common, kind: TaskKind, noise: f64) -> anyhow::Resul
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read {}", p.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: bad algorithm config", p.display()))?
+            let cfg: AlgorithmConfig = serde_json::from_str(&text)
+                .with_context(|| format!("{}: bad algorithm config", p.display()))?;
+            cfg.validate()
+                .with_context(|| format!("{}: bad algorithm config", p.display()))?;
+            cfg
         }
         None => AlgorithmConfig::reference(c.algorithm.parse::<AlgorithmKind>()?, kind, noise),
     };
@@ -208,9 +225,8 @@ pub fn denoiser_warnings(cfg: &AlgorithmConfig, ckpt: &Checkpoint, path: &Path) 
 
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if !(a.noise >= 0.0 && a.noise.is_finite()) {
-        bail!("--noise must be ≥ 0 (0–255 scale), got {}", a.noise);
-    }
+    checks::level_255("--noise", a.noise, true)?;
+    checks::common_levels(&a.common)?;
     let c = &a.common;
     let device = common::parse_device(c.device.as_deref())?;
     let kernel = a
@@ -218,6 +234,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .as_deref()
         .map(str::parse::<KernelSpec>)
         .transpose()?;
+    check_outputs(&a, kernel.as_ref())?;
     let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
     let cfg = algorithm_config(c, kind, a.noise)?;
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
@@ -231,6 +248,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let problem = RestorationProblem::synthesize(&clean, &task, a.noise, c.seed)
         .with_context(|| format!("{}", a.input.display()))?;
     common::create_dir(&a.outdir)?;
+    checks::remove_earlier_outputs(&a.outdir, &OUTPUTS)?;
     let out = |name: &str| a.outdir.join(name);
     save_image(&out("observed.png"), &problem.observation)?;
     let r = restore(&den, &problem, &cfg)?;
@@ -240,6 +258,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", out("config.json").display()))?;
     report(&problem, &r, &cfg, plots, &a.outdir)
+}
+
+/// None of the files `restore` writes may be one it reads: the image, the config or the kernel.
+fn check_outputs(a: &Args, kernel: Option<&KernelSpec>) -> anyhow::Result<()> {
+    let mut inputs = vec![a.input.as_path()];
+    inputs.extend(a.common.config.as_deref());
+    if let Some(KernelSpec::File(k)) = kernel {
+        inputs.push(k);
+    }
+    for name in OUTPUTS {
+        checks::not_an_input(&a.outdir.join(name), &inputs)?;
+    }
+    Ok(())
 }
 
 fn report(
@@ -253,9 +284,9 @@ fn report(
     if problem.observation.size() == truth.size() {
         let obs = problem.observation.f_clamp(0.0, 1.0)?;
         println!(
-            "observed: PSNR {:.2} dB  SSIM {:.4}",
+            "observed: PSNR {:.2} dB  SSIM {}",
             metrics::psnr(&obs, truth)?[0],
-            metrics::ssim(&obs, truth)?[0]
+            common::ssim_text(common::ssim_if_defined(&obs, truth)?)
         );
     }
     println!(
@@ -272,17 +303,17 @@ fn report(
     } else {
         let restored = r.image.f_clamp(0.0, 1.0)?;
         let psnr = metrics::psnr(&restored, truth)?[0];
-        let ssim = metrics::ssim(&restored, truth)?[0];
+        let ssim = common::ssim_text(common::ssim_if_defined(&restored, truth)?);
         println!(
-            "restored: PSNR {psnr:.2} dB  SSIM {ssim:.4}  (returned: {})",
+            "restored: PSNR {psnr:.2} dB  SSIM {ssim}  (returned: {})",
             cfg.returned_variable()
         );
         if matches!(cfg, AlgorithmConfig::GsPgd(g) if g.output == GsOutput::Z) {
             let last = r.last_iterate.f_clamp(0.0, 1.0)?;
             println!(
-                "last iterate x: PSNR {:.2} dB  SSIM {:.4}",
+                "last iterate x: PSNR {:.2} dB  SSIM {}",
                 metrics::psnr(&last, truth)?[0],
-                metrics::ssim(&last, truth)?[0]
+                common::ssim_text(common::ssim_if_defined(&last, truth)?)
             );
         }
     }

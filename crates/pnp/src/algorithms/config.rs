@@ -326,6 +326,15 @@ impl AlgorithmConfig {
                 )))
             }
         };
+        // Denoiser levels: positive and on the 0–255 scale (`1e308` overflowed σ²).
+        let level = |name: &str, v: f64| {
+            gradstep_model::Sigma::check_level_255(v, false)
+                .map_err(|e| PnpError::Invalid(format!("{name} {e}")))
+        };
+        let warmup = |w: &Option<SigmaWarmup>| match w {
+            Some(w) => level("warmup.sigma", w.sigma),
+            None => Ok(()),
+        };
         let (iterations_name, iterations) = self.iterations();
         // The loop makes at least one step before it tests the budget: 0 cannot be kept.
         if iterations == 0 {
@@ -336,7 +345,8 @@ impl AlgorithmConfig {
         match self {
             AlgorithmConfig::GsPgd(c) => {
                 pos("lambda", c.lambda)?;
-                pos("sigma", c.sigma)?;
+                level("sigma", c.sigma)?;
+                warmup(&c.warmup)?;
                 pos("tau0", c.tau0.unwrap_or(1.0))?;
                 pos("gamma", c.gamma)?;
                 if !(c.eta > 0.0 && c.eta < 1.0) {
@@ -350,7 +360,8 @@ impl AlgorithmConfig {
             | AlgorithmConfig::ProxDrs(c)
             | AlgorithmConfig::ProxDrsDiff(c) => {
                 pos("lambda", c.lambda)?;
-                pos("sigma", c.sigma)?;
+                level("sigma", c.sigma)?;
+                warmup(&c.warmup)?;
                 if !(c.alpha > 0.0 && c.alpha <= 1.0) {
                     return Err(PnpError::Invalid(format!(
                         "alpha must be in (0, 1], got {}",
@@ -360,8 +371,8 @@ impl AlgorithmConfig {
             }
             AlgorithmConfig::Hqs(c) => {
                 pos("lambda", c.lambda)?;
-                pos("sigma_start", c.sigma_start)?;
-                pos("sigma_end", c.sigma_end)?;
+                level("sigma_start", c.sigma_start)?;
+                level("sigma_end", c.sigma_end)?;
             }
         }
         Ok(())

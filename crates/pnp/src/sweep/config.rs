@@ -244,15 +244,24 @@ impl SweepConfig {
             }
         }
         for &n in &a.noise {
-            positive_or_zero("noise", n)?;
+            level_255("axes.noise", n, true)?;
         }
         for s in a.sigma_den.iter().flatten() {
-            let v = match s {
-                SigmaDen::Absolute(v) | SigmaDen::TimesNoise(v) => *v,
-            };
-            positive("sigma_den", v)?;
-            if matches!(s, SigmaDen::TimesNoise(_)) && a.noise.contains(&0.0) {
-                return Err("axes.sigma_den: times_noise needs noise levels > 0".into());
+            match *s {
+                SigmaDen::Absolute(v) => level_255("axes.sigma_den", v, false)?,
+                SigmaDen::TimesNoise(r) => {
+                    positive("sigma_den", r)?;
+                    if a.noise.contains(&0.0) {
+                        return Err("axes.sigma_den: times_noise needs noise levels > 0".into());
+                    }
+                    for &n in &a.noise {
+                        level_255(
+                            &format!("axes.sigma_den (times_noise {r} × noise {n})"),
+                            r * n,
+                            false,
+                        )?;
+                    }
+                }
             }
         }
         for &v in a.lambda.iter().flatten() {
@@ -354,12 +363,9 @@ fn positive(what: &str, v: f64) -> Result<(), String> {
     }
 }
 
-fn positive_or_zero(what: &str, v: f64) -> Result<(), String> {
-    if v >= 0.0 && v.is_finite() {
-        Ok(())
-    } else {
-        Err(format!("{what}: {v} (expected a finite value ≥ 0)"))
-    }
+/// A noise level on the 0–255 scale (see [`gradstep_model::Sigma::check_level_255`]).
+fn level_255(what: &str, v: f64, zero_allowed: bool) -> Result<(), String> {
+    gradstep_model::Sigma::check_level_255(v, zero_allowed).map_err(|e| format!("{what} {e}"))
 }
 
 fn exists(what: &str, path: &Path, dir: bool) -> Result<(), String> {

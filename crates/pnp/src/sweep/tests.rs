@@ -164,6 +164,19 @@ fn bad_configs_fail_with_the_file_and_the_reason() {
         ),
         (config_json(&dir, r#", "tau0": []"#), "axes.tau0 is empty"),
         (
+            good.replace("[2.55, 7.65]", "[2.55, 1e308]"),
+            "axes.noise must be in [0, 255]",
+        ),
+        (
+            good.replace("{\"absolute\": 10.0}", "{\"absolute\": 1000}"),
+            "axes.sigma_den must be in (0, 255]",
+        ),
+        // 2 × 200 = 400 for the second relative level.
+        (
+            good.replace("[2.55, 7.65]", "[2.55, 200]"),
+            "times_noise 2 × noise 200) must be in (0, 255]",
+        ),
+        (
             good.replace("\"max_iter\": 3", "\"max_iter\": 3, \"sneaky\": 1"),
             "unknown field `sneaky`",
         ),
