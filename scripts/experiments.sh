@@ -80,6 +80,9 @@ else
     ${CARGO:-cargo} build --release -p gradstep-cli >&2
     bin="${CARGO_TARGET_DIR:-target}/release/gradstep"
 fi
+if [ $scale = full ] && [[ $DEVICE == cuda* ]] && "$bin" info | grep -q '^cuda: not available'; then
+    die "--full trains and evaluates the published-size models on CUDA, and \`gradstep info\` reports no CUDA device (EXPERIMENTS_DEVICE=cpu forces the CPU: days)"
+fi
 
 OUT=
 # Runs a command, recording it in $OUT/commands.sh (gradstep's path shown as `gradstep`).
@@ -161,11 +164,11 @@ train_model() {
                 --set "steps=$PROX_STEPS" --set "validation.every=$PROX_STEPS"
                 --set "checkpoint.every=$PROX_STEPS" --set log.images=false --quiet) ;;
         full-gs-*)
-            args=(train --config configs/gs-drunet.json --resume --set "name=$name"
-                --set "runs_dir=$runs" --set "model.activation=${name#gs-}") ;;
+            args=(train --config configs/gs-drunet.json --device "$DEVICE" --resume
+                --set "name=$name" --set "runs_dir=$runs" --set "model.activation=${name#gs-}") ;;
         full-prox)
-            args=(train --config configs/prox-drunet.json --resume --set name=prox
-                --set "runs_dir=$runs" --set "init_from=$(model gs-softplus)") ;;
+            args=(train --config configs/prox-drunet.json --device "$DEVICE" --resume
+                --set name=prox --set "runs_dir=$runs" --set "init_from=$(model gs-softplus)") ;;
     esac
     local saved=$OUT
     OUT=$MODELS
