@@ -100,3 +100,14 @@ bench-memory:
 .PHONY: test-slurm
 test-slurm:
 	CARGO="$(CARGO)" tests/slurm/run.sh
+
+# The papers' experiments as recipes (docs/experiments.md): all six at CPU scale (tiny models
+# trained once into runs/experiments/models/cpu/, small crops; ~30 min on 2 cores), or one
+# with ONLY=<name> / `make experiment-<name>`; FULL=1 for the GPU scale (published-size
+# models, the papers' image sets). Not part of `make test`.
+.PHONY: experiments
+experiments:
+	CARGO="$(CARGO)" scripts/experiments.sh $(if $(ONLY),$(ONLY),all) $(if $(FULL),--full)
+
+experiment-%:
+	CARGO="$(CARGO)" scripts/experiments.sh $* $(if $(FULL),--full)

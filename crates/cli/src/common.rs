@@ -63,6 +63,19 @@ pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))
 }
 
+/// The centre `crop × crop` of `[1, C, H, W]` (each side capped at the image's); `crop ≤ 0`:
+/// the whole image.
+pub fn centre_crop(x: &tch::Tensor, crop: i64) -> anyhow::Result<tch::Tensor> {
+    if crop <= 0 {
+        return Ok(x.shallow_clone());
+    }
+    let s = x.size();
+    let (ch, cw) = (crop.min(s[2]), crop.min(s[3]));
+    Ok(x.f_narrow(2, (s[2] - ch) / 2, ch)?
+        .f_narrow(3, (s[3] - cw) / 2, cw)?
+        .f_contiguous()?)
+}
+
 /// GPU names from `nvidia-smi` (libtorch's C API does not expose device properties).
 pub fn gpu_names() -> Vec<String> {
     std::process::Command::new("nvidia-smi")

@@ -42,6 +42,10 @@ enum Command {
     Restore(cmd::restore::Args),
     /// The papers' PnP tables over a folder of images (batched on the GPU).
     Eval(cmd::eval::Args),
+    /// Tools of the paper-experiment recipes (scripts/experiments.sh): line figures from
+    /// gradstep's tables, image montages, a table of restore runs.
+    #[command(subcommand)]
+    Experiment(cmd::experiment::Experiment),
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Lipschitz(a) => cmd::lipschitz::run(a),
         Command::Restore(a) => cmd::restore::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Experiment(e) => cmd::experiment::run(e),
     }
 }
 

@@ -38,5 +38,5 @@ pub use algorithms::{
 pub use error::{PnpError, Result};
 pub use kernels::{Kernel, KernelSpec};
 pub use monitor::IterationRecord;
-pub use operators::{Degradation, LinearOperator};
+pub use operators::{Degradation, Hole, LinearOperator};
 pub use problem::{bicubic_upsample, sr_crop_note, RestorationProblem, Task};

@@ -7,7 +7,7 @@ use gradstep_data::observation_noise::official_gaussian_noise;
 use crate::error::{PnpError, Result};
 use crate::kernels::Kernel;
 use crate::operators::{
-    CircularBlur, Degradation, Denoising, Inpainting, LinearOperator, SuperResolution,
+    CircularBlur, Degradation, Denoising, Hole, Inpainting, LinearOperator, SuperResolution,
 };
 
 /// The degradation to simulate on a clean image.
@@ -30,6 +30,20 @@ pub enum Task {
         keep: f64,
         /// Seed of the mask.
         mask_seed: i64,
+    },
+    /// Inpainting with a large hole (the GS-PnP paper's Fig. 13): the random mask of
+    /// [`Task::Inpaint`] with a rectangular block missing too (missing pixels = random ∪ block).
+    /// With `keep = 1` only the block is missing.
+    ///
+    /// A variant of its own rather than a field of [`Task::Inpaint`], so that code building
+    /// the random-mask task (the sweeps) is unchanged.
+    InpaintHole {
+        /// Keep probability `p` of the random mask outside (and inside) the block.
+        keep: f64,
+        /// Seed of the random mask.
+        mask_seed: i64,
+        /// The missing block.
+        hole: Hole,
     },
 }
 
@@ -86,6 +100,13 @@ impl RestorationProblem {
             Task::Inpaint { keep, mask_seed } => {
                 Degradation::Inpainting(Inpainting::random(h, w, *keep, *mask_seed, kind, device)?)
             }
+            Task::InpaintHole {
+                keep,
+                mask_seed,
+                hole,
+            } => Degradation::Inpainting(
+                Inpainting::random(h, w, *keep, *mask_seed, kind, device)?.with_hole(hole)?,
+            ),
         };
         let ax = degradation.forward(&clean)?;
         let noise = official_gaussian_noise(&ax.size(), noise_255 / 255.0, seed)?
@@ -196,4 +217,66 @@ pub fn bicubic_upsample(y: &Tensor, scale: i64) -> Result<Tensor> {
         .f_contiguous()?;
     // interpolation 0 = bilinear, padding 1 = border.
     Ok(up.f_grid_sampler(&grid, 0, 1, true)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind};
+
+    use super::*;
+
+    #[test]
+    fn an_inpainting_hole_is_missing_from_the_observation_and_starts_at_grey() {
+        let clean = Tensor::full([1, 3, 16, 20], 0.8, (Kind::Double, Device::Cpu));
+        let hole: Hole = "5,3,10,6".parse().unwrap();
+        let task = Task::InpaintHole {
+            keep: 0.9,
+            mask_seed: 1,
+            hole,
+        };
+        let p = RestorationProblem::synthesize(&clean, &task, 2.55, 0).unwrap();
+        let block = |t: &Tensor| t.narrow(2, 3, 6).narrow(3, 5, 10);
+        assert_eq!(
+            block(&p.observation)
+                .abs()
+                .sum(Kind::Double)
+                .double_value(&[]),
+            0.0
+        );
+        let grey = (block(&p.init) - 0.5).abs().max().double_value(&[]);
+        assert_eq!(grey, 0.0);
+        // The same seed without the hole: the same mask outside the block.
+        let plain = Task::Inpaint {
+            keep: 0.9,
+            mask_seed: 1,
+        };
+        let q = RestorationProblem::synthesize(&clean, &plain, 2.55, 0).unwrap();
+        let (Degradation::Inpainting(a), Degradation::Inpainting(b)) =
+            (&p.degradation, &q.degradation)
+        else {
+            panic!("not inpainting");
+        };
+        let outside = Tensor::ones([1, 1, 16, 20], (Kind::Double, Device::Cpu));
+        let _ = block(&outside).fill_(0.0);
+        let diff = ((a.mask() - b.mask()) * &outside)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert_eq!(diff, 0.0);
+        let e = RestorationProblem::synthesize(
+            &clean,
+            &Task::InpaintHole {
+                keep: 0.9,
+                mask_seed: 1,
+                hole: "15,0,6,4".parse().unwrap(),
+            },
+            2.55,
+            0,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("reaches past the 16×20 image"),
+            "{e}"
+        );
+    }
 }

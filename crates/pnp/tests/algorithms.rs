@@ -275,6 +275,14 @@ fn every_algorithm_runs_on_every_task() {
             },
             TaskKind::Inpaint,
         ),
+        (
+            Task::InpaintHole {
+                keep: 0.5,
+                mask_seed: 0,
+                hole: "4,6,12,8".parse().unwrap(),
+            },
+            TaskKind::Inpaint,
+        ),
     ];
     for (task, kind) in tasks {
         let p = RestorationProblem::synthesize(&clean, &task, 7.65, 0).unwrap();

@@ -143,17 +143,6 @@ fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// The centre `crop × crop` of `[1, C, H, W]` (each side capped at the image's).
-fn centre_crop(x: &Tensor, crop: i64) -> anyhow::Result<Tensor> {
-    if crop <= 0 {
-        return Ok(x.shallow_clone());
-    }
-    let s = x.size();
-    let (ch, cw) = (crop.min(s[2]), crop.min(s[3]));
-    Ok(x.f_narrow(2, (s[2] - ch) / 2, ch)?
-        .f_narrow(3, (s[3] - cw) / 2, cw)?)
-}
-
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.sigma.is_empty() || a.sigma.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
@@ -173,7 +162,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     files.truncate(a.limit.unwrap_or(usize::MAX));
     let images = files
         .iter()
-        .map(|f| centre_crop(&load_image(f, channels, device)?, a.crop))
+        .map(|f| common::centre_crop(&load_image(f, channels, device)?, a.crop))
         .collect::<anyhow::Result<Vec<_>>>()?;
     println!(
         "‖∇²g_σ‖₂ of {} at {} images of {} ({:?}, device {device:?})",

@@ -7,6 +7,7 @@ pub mod bench_pnp;
 pub mod bench_prox;
 pub mod denoise;
 pub mod eval;
+pub mod experiment;
 pub mod export;
 pub mod import;
 pub mod info;

@@ -6,8 +6,8 @@ use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics, save_image};
 use gradstep_model::{Checkpoint, DenoiserKind};
 use gradstep_pnp::{
-    monitor, restore, AlgorithmConfig, AlgorithmKind, GsOutput, KernelSpec, RestorationProblem,
-    Task, TaskKind,
+    monitor, restore, AlgorithmConfig, AlgorithmKind, GsOutput, Hole, KernelSpec,
+    RestorationProblem, Task, TaskKind,
 };
 
 use crate::{checks, common};
@@ -85,6 +85,13 @@ pub struct Args {
     /// Noise level ν of the observation on the 0–255 scale.
     #[arg(long, default_value_t = 7.65)]
     noise: f64,
+    /// Inpainting: a rectangular block X,Y,W,H (pixels from the upper left) missing too, on
+    /// top of the random mask of --keep (--keep 1: only the block).
+    #[arg(long, value_name = "X,Y,W,H", value_parser = hole)]
+    hole: Option<Hole>,
+    /// Restore the centre crop of this side (smaller images are used whole); 0: the whole image.
+    #[arg(long, default_value_t = 0)]
+    crop: i64,
     /// Clean input image (the reference for PSNR / SSIM).
     input: PathBuf,
     /// Output folder, created if needed. The files this command writes there (observed.png,
@@ -236,11 +243,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .transpose()?;
     check_outputs(&a, kernel.as_ref())?;
     let (task, kind) = task_for(c.task, kernel.as_ref(), a.scale, c)?;
+    let task = with_hole(task, a.hole)?;
     let cfg = algorithm_config(c, kind, a.noise)?;
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
     let warnings = denoiser_warnings(&cfg, &ckpt, &c.checkpoint);
     let den = den.with_options(&c.run.inference(device))?;
     let clean = load_image(&a.input, ckpt.model.architecture.channels, device)?;
+    let clean = common::centre_crop(&clean, a.crop)?;
     let size = clean.size();
     if let Some(note) = gradstep_pnp::sr_crop_note(&task, size[2], size[3]) {
         eprintln!("note: {}: {note}", a.input.display());
@@ -322,6 +331,24 @@ fn report(
         outdir.display()
     );
     Ok(())
+}
+
+/// The inpainting task with `--hole`'s block missing too; `--hole` with another task is an error.
+fn with_hole(task: Task, hole: Option<Hole>) -> anyhow::Result<Task> {
+    Ok(match (task, hole) {
+        (task, None) => task,
+        (Task::Inpaint { keep, mask_seed }, Some(hole)) => Task::InpaintHole {
+            keep,
+            mask_seed,
+            hole,
+        },
+        (_, Some(_)) => bail!("--hole applies to --task inpaint only"),
+    })
+}
+
+/// `--hole`: `X,Y,W,H`.
+fn hole(text: &str) -> Result<Hole, String> {
+    text.parse::<Hole>().map_err(|e| e.to_string())
 }
 
 /// `--output`: `z` or `x`.

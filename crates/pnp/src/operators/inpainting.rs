@@ -6,7 +6,7 @@ use tch::{Device, Kind, Tensor};
 use super::{cat, select0, tau_4d, LinearOperator};
 use crate::error::{PnpError, Result};
 
-/// A random pixel mask.
+/// A pixel mask.
 #[derive(Debug)]
 pub struct Inpainting {
     /// `M ∈ {0, 1}`, `[B or 1, 1, H, W]`.
@@ -36,6 +36,27 @@ impl Inpainting {
         Ok(Inpainting { mask })
     }
 
+    /// The same mask with the pixels of `hole` missing too: `M ← M ⊙ (1 − 1_hole)`, one
+    /// rectangular block removed from every image of the batch (the large holes of the
+    /// GS-PnP paper's Fig. 13). The block must lie inside the image.
+    pub fn with_hole(self, hole: &Hole) -> Result<Self> {
+        let s = self.mask.size();
+        let (h, w) = (s[2], s[3]);
+        if hole.x + hole.width > w || hole.y + hole.height > h {
+            return Err(PnpError::Invalid(format!(
+                "inpainting hole {hole} (x, y, width, height) reaches past the {h}×{w} image"
+            )));
+        }
+        // A copy: the random mask may share its storage with another operator's.
+        let mut mask = self.mask.f_zeros_like()?;
+        mask.f_copy_(&self.mask)?;
+        let _ = mask
+            .f_narrow(2, hole.y, hole.height)?
+            .f_narrow(3, hole.x, hole.width)?
+            .f_fill_(0.0)?;
+        Ok(Inpainting { mask })
+    }
+
     /// A given mask `[B or 1, 1, H, W]` with values in `{0, 1}`.
     pub fn from_mask(mask: Tensor) -> Result<Self> {
         if mask.dim() != 4 || mask.size()[1] != 1 {
@@ -50,6 +71,57 @@ impl Inpainting {
     /// The mask `M`.
     pub fn mask(&self) -> &Tensor {
         &self.mask
+    }
+}
+
+/// A rectangular block of missing pixels: columns `x .. x + width`, rows `y .. y + height`
+/// (pixels, from the upper left corner). Written and parsed as `X,Y,W,H`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hole {
+    /// First missing column.
+    pub x: i64,
+    /// First missing row.
+    pub y: i64,
+    /// Number of missing columns (≥ 1).
+    pub width: i64,
+    /// Number of missing rows (≥ 1).
+    pub height: i64,
+}
+
+impl std::fmt::Display for Hole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{},{},{}", self.x, self.y, self.width, self.height)
+    }
+}
+
+impl std::str::FromStr for Hole {
+    type Err = PnpError;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            PnpError::Invalid(format!(
+                "bad inpainting hole `{s}`: {why} (expected X,Y,W,H in pixels, e.g. 16,16,32,32)"
+            ))
+        };
+        let v: Vec<i64> = s
+            .split(',')
+            .map(|p| p.trim().parse::<i64>())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|_| bad("not four integers"))?;
+        let [x, y, width, height] = v[..] else {
+            return Err(bad("not four integers"));
+        };
+        if x < 0 || y < 0 {
+            return Err(bad("X and Y must be ≥ 0"));
+        }
+        if width < 1 || height < 1 {
+            return Err(bad("W and H must be ≥ 1"));
+        }
+        Ok(Hole {
+            x,
+            y,
+            width,
+            height,
+        })
     }
 }
 
@@ -111,5 +183,54 @@ mod tests {
         assert!(err < 1e-5, "projection error {err}");
         let kept = m.mean(Kind::Double).double_value(&[]);
         assert!((0.2..0.8).contains(&kept), "kept fraction {kept}");
+    }
+
+    #[test]
+    fn a_hole_removes_its_block_and_keeps_the_random_mask_elsewhere() {
+        let random = Inpainting::random(12, 16, 0.5, 3, Kind::Double, Device::Cpu).unwrap();
+        let before = random.mask().copy();
+        let hole: Hole = "4,2,8,5".parse().unwrap();
+        let holed = random.with_hole(&hole).unwrap();
+        let m = holed.mask();
+        // Inside the block (rows 2..7, columns 4..12) nothing is kept.
+        let inside = m.narrow(2, 2, 5).narrow(3, 4, 8);
+        assert_eq!(inside.abs().sum(Kind::Double).double_value(&[]), 0.0);
+        // Outside it the random mask is untouched: M_hole = M_random ⊙ (1 − block).
+        let block = Tensor::zeros([1, 1, 12, 16], (Kind::Double, Device::Cpu));
+        let _ = block.narrow(2, 2, 5).narrow(3, 4, 8).fill_(1.0);
+        let want: Tensor = &before * (1.0 - &block);
+        let diff = (m - want).abs().max().double_value(&[]);
+        assert_eq!(diff, 0.0);
+        // The random mask kept some pixels inside the block, so the hole removed them.
+        let had = before.narrow(2, 2, 5).narrow(3, 4, 8).sum(Kind::Double);
+        assert!(had.double_value(&[]) > 0.0);
+        // keep = 1: exactly the block is missing.
+        let full = Inpainting::random(12, 16, 1.0, 3, Kind::Double, Device::Cpu)
+            .unwrap()
+            .with_hole(&hole)
+            .unwrap();
+        let missing: Tensor = 1.0 - full.mask();
+        let missing = missing.sum(Kind::Double).double_value(&[]);
+        assert_eq!(missing, 40.0);
+    }
+
+    #[test]
+    fn a_hole_outside_the_image_or_malformed_is_refused() {
+        let op = || Inpainting::random(12, 16, 0.5, 3, Kind::Double, Device::Cpu).unwrap();
+        let e = op().with_hole(&"10,2,8,5".parse().unwrap()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "inpainting hole 10,2,8,5 (x, y, width, height) reaches past the 12×16 image"
+        );
+        assert!(op().with_hole(&"0,8,16,5".parse().unwrap()).is_err());
+        assert!(op().with_hole(&"0,7,16,5".parse().unwrap()).is_ok());
+        for bad in ["1,2,3", "1,2,3,4,5", "a,2,3,4", "-1,2,3,4", "1,2,0,4", ""] {
+            let e = bad.parse::<Hole>().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("bad inpainting hole `{bad}`")),
+                "{e}"
+            );
+        }
+        assert_eq!("1, 2,3,4".parse::<Hole>().unwrap().to_string(), "1,2,3,4");
     }
 }

@@ -16,7 +16,7 @@ mod testing;
 
 pub use blur::CircularBlur;
 pub use denoising::Denoising;
-pub use inpainting::Inpainting;
+pub use inpainting::{Hole, Inpainting};
 pub use super_resolution::SuperResolution;
 
 /// A linear degradation `A` with its adjoint and the proximal map of `f(x) = ½‖Ax − y‖²`.
