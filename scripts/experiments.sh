@@ -139,8 +139,8 @@ EOF
 GS_STEPS=${EXPERIMENTS_GS_STEPS:-300}
 PROX_STEPS=${EXPERIMENTS_PROX_STEPS:-100}
 # μ of the Prox penalty: the paper's 1e-3 at full scale. At CPU scale 0.1: with 1e-3 the
-# tiny model's estimate barely moves in a few hundred steps (1.09 → 1.02, still above 1 on
-# every crop), with 0.1 (and lr 5e-4, batch 4, 5 Lanczos steps per estimate) 100 steps bring
+# tiny model's estimate barely moves in a few hundred steps (the project issue's 400-step
+# run: 1.09 → 1.02, still above 1 on every crop), with 0.1 (and lr 5e-4, batch 4, 5 Lanczos steps per estimate) 100 steps bring
 # it below 1 on every crop.
 if [ $scale = cpu ]; then PROX_MU=0.1; else PROX_MU=0.001; fi
 
@@ -422,7 +422,7 @@ $(g eval --task denoise --checkpoint "$(model $m)" "${DENOISE_ARGS[@]}" --device
 D_σ = ∇h_σ is the proximal operator of a (weakly convex) φ_σ when ∇g_σ is L-Lipschitz with
 L < 1 (Prox-PnP paper); the Prox-DRUNet is the Softplus GS-DRUNet fine-tuned with the penalty
 μ·max(‖∇²g_σ(y)‖₂, 1 − ε). Here: the Softplus GS model and its Prox fine-tuning with
-**μ = $PROX_MU**: $([ $scale = cpu ] && echo "at CPU scale 100× the paper's μ = 1e-3, which barely acts on the tiny model in a few hundred steps (its training estimate went from 1.09 to 1.02, still above 1 on every crop); $PROX_STEPS steps at lr 5e-4 from the Softplus model, see \`$MODELS/commands.sh\`" || echo "the paper's value (configs/prox-drunet.json, 15 epochs from the Softplus GS)"). Both checkpoints carry their estimate
+**μ = $PROX_MU**: $([ $scale = cpu ] && echo "at CPU scale 100× the paper's μ = 1e-3, which barely acts on the tiny model in a few hundred steps (the project issue's 400-step run: training estimate 1.09 → 1.02, still above 1 on every crop); $PROX_STEPS steps at lr 5e-4 from the Softplus model, see \`$MODELS/commands.sh\`" || echo "the paper's value (configs/prox-drunet.json, 15 epochs from the Softplus GS)"). Both checkpoints carry their estimate
 (\`gradstep lipschitz --record\`), which \`restore\` reads to warn when it is ≥ 1.
 
 ## ‖∇²g_σ‖₂ at noisy images (\`gradstep lipschitz\`, Lanczos)
