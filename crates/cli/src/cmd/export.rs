@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use gradstep_model::export::{deepinv_arguments, exported_state_dict, ExportFormat};
 use gradstep_model::{write_safetensors, Checkpoint};
 
-use crate::common;
+use crate::{checks, common};
 
 /// Reads the temporary safetensors file and pickles it as asked; one stderr line on error.
 const TO_TORCH: &str = r#"
@@ -70,12 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.output.display()
         );
     }
-    if same_file(&a.checkpoint, &a.output) {
-        bail!(
-            "{}: the output would overwrite the checkpoint",
-            a.output.display()
-        );
-    }
+    checks::not_an_input(&a.output, &[&a.checkpoint])?;
     let ckpt = Checkpoint::read(&a.checkpoint)?;
     let config = &ckpt.model.architecture;
     let tensors = exported_state_dict(&ckpt, a.format);
@@ -165,12 +160,4 @@ fn side_note_path(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
     name.push(".json");
     PathBuf::from(name)
-}
-
-/// Whether `a` and `b` name the same existing file.
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
-    }
 }
