@@ -20,17 +20,22 @@ test:
 
 # ∇g of one 256² image and one GS training step (full model) on this machine's device,
 # beside the PyTorch anchor (deepinv installed from ../shared/bench/wheels into the venv).
-bench-model: build
-	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+bench-model: build anchor-deps
 	target/release/gradstep bench model --anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
+
+# The PyTorch anchor's deepinv 0.5.0 (from ../shared/bench/wheels, without its optional
+# dependencies) plus the few modules `import deepinv` needs on a bare venv.
+.PHONY: anchor-deps
+anchor-deps:
+	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+	$(VENV)/bin/python -c 'import deepinv' 2>/dev/null || $(VENV)/bin/pip install --quiet --progress-bar off requests tqdm h5py
 
 # Every benchmark, each printed as a ratio against the anchor measured in the same run.
 bench: bench-model bench-data bench-prox bench-pnp bench-memory
 
 # The GPU benchmarks (model, prox, pnp) and the anchor in one call, one table; last line
 # `bench-gpu min-speedup <ratio>`. Logs in runs/bench-gpu/.
-bench-gpu: build
-	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+bench-gpu: build anchor-deps
 	GRADSTEP_BIN=target/release/gradstep ANCHOR_PYTHON=$(VENV)/bin/python GRADSTEP_SHARED=$(GRADSTEP_SHARED) scripts/bench-gpu.sh
 
 # Training data: the scikit-image sample photographs into datasets/samples/{train,test}.
@@ -71,8 +76,7 @@ train-prox:
 
 # One Prox training step (batch 16 of 128², full Softplus model): reference power iteration
 # vs Lanczos, and the PyTorch anchor in the same call. Last line: `bench-prox speedup <ratio>`.
-bench-prox:
-	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+bench-prox: anchor-deps
 	$(CARGO) run --release -p gradstep-cli -- bench prox \
 		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
 
@@ -81,7 +85,7 @@ bench-prox:
 # short: `make bench-pnp ARGS="--device cpu --tiny --count 2 --iters 5"`.
 # Last line: `bench-pnp speedup <ratio>`.
 .PHONY: bench-pnp
-bench-pnp:
+bench-pnp: anchor-deps
 	$(CARGO) run --release -p gradstep-cli -- bench pnp --images $(GRADSTEP_SHARED)/data/CBSD10 \
 		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
 
