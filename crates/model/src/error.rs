@@ -5,8 +5,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    /// A libtorch call failed (shape mismatch, out of memory, unsupported device, ...).
-    #[error("libtorch: {0}")]
+    /// A libtorch call failed (shape mismatch, out of memory, unsupported device, ...); its
+    /// message is the source, printed after `libtorch: `.
+    #[error("libtorch")]
     Torch(#[from] tch::TchError),
     /// Reading or writing a file failed.
     #[error("{path}: {error}")]
@@ -37,6 +38,9 @@ pub enum ModelError {
     /// A configuration or an argument is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A checkpoint's metadata could not be serialised.
+    #[error("cannot serialise the checkpoint metadata")]
+    Serialise(#[source] serde_json::Error),
 }
 
 impl ModelError {
