@@ -1,6 +1,6 @@
 // What tch's C API does not expose and gradstep needs on a GPU: autocast regions (CPU or
-// CUDA, bf16 or fp16, saved and restored), cuDNN's TF32 switch, the caching allocator's statistics, and
-// CUDA graphs (capture on a side stream, replay).
+// CUDA, bf16 or fp16, saved and restored), cuDNN's TF32 switch, the caching allocator's
+// statistics, and CUDA graphs (capture on a side stream, replay).
 // Every entry point catches C++ exceptions: nothing may unwind into Rust.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>

@@ -94,7 +94,10 @@ const SCALAR_TYPES: [(i32, Kind); 4] = [
 
 /// The tch kind of a c10::ScalarType code.
 fn kind_of(code: i32) -> Option<Kind> {
-    SCALAR_TYPES.iter().find(|(c, _)| *c == code).map(|&(_, k)| k)
+    SCALAR_TYPES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|&(_, k)| k)
 }
 
 /// The c10::ScalarType code of a reduced-precision kind.

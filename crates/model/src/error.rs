@@ -5,10 +5,9 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ModelError {
-    /// A libtorch call failed (shape mismatch, out of memory, unsupported device, ...); its
-    /// message is the source, printed after `libtorch: `.
-    #[error("libtorch")]
-    Torch(#[from] tch::TchError),
+    /// A libtorch call failed (shape mismatch, out of memory, unsupported device, ...).
+    #[error("libtorch: {0}")]
+    Torch(tch::TchError),
     /// Reading or writing a file failed.
     #[error("{path}: {error}")]
     Io {
@@ -66,6 +65,14 @@ impl ModelError {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// libtorch's message is part of this error's own text, so the `TchError` is not also its
+/// `source()`: a chain printer shows it once (thiserror's `#[from]` would chain it as well).
+impl From<tch::TchError> for ModelError {
+    fn from(e: tch::TchError) -> Self {
+        ModelError::Torch(e)
     }
 }
 

@@ -83,3 +83,32 @@ fn autocast_on_the_cpu_changes_an_eligible_operation_and_its_guard_ends_it() {
     }
     assert_eq!(a.matmul(&a).kind(), Kind::Float);
 }
+
+#[test]
+fn on_a_gpu_the_denoiser_region_nests_and_closes_like_the_cpu_one() {
+    use gradstep_model::autocast::autocast_available;
+    if !autocast_available() {
+        eprintln!("skipping: no CUDA autocast here");
+        return;
+    }
+    let cuda = || state(AutocastDevice::Cuda).unwrap();
+    let before = cuda();
+    let caught = std::panic::catch_unwind(|| {
+        let _bf16 = AutocastGuard::cuda(Precision::Bf16);
+        assert_eq!(
+            cuda(),
+            AutocastState {
+                enabled: true,
+                dtype: Kind::BFloat16
+            }
+        );
+        {
+            let _fp16 = AutocastGuard::cuda(Precision::Fp16);
+            assert_eq!(cuda().dtype, Kind::Half);
+        }
+        assert_eq!(cuda().dtype, Kind::BFloat16);
+        panic!("a failing sweep point under bf16");
+    });
+    assert!(caught.is_err());
+    assert_eq!(cuda(), before);
+}

@@ -19,8 +19,8 @@
 //!
 //! The noise is the ordinary step's ([`crate::noise::draw_noise`]), so a run can switch
 //! between the two on resume.
-use gradstep_model::cuda::{autocast, CudaGraph};
-use gradstep_model::{GradientStepDenoiser, Precision, Sigma};
+use gradstep_model::cuda::CudaGraph;
+use gradstep_model::{GradientStepDenoiser, Sigma};
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::{Adam, DeviceHyper};
@@ -38,7 +38,6 @@ struct Buffers {
     noise: Tensor,
     /// `σ` per image, `[B, 1, 1, 1]`.
     sigma: Tensor,
-    precision: Precision,
     clip: Option<f64>,
 }
 
@@ -53,9 +52,8 @@ impl Buffers {
         let s = self.clean.size();
         let noisy = self.clean.f_add(&self.noise.f_mul(&self.sigma)?)?;
         let sigma = Sigma::Map(self.sigma.f_expand([s[0], 1, s[2], s[3]], false)?);
-        let mse = autocast(self.precision, || {
-            denoising_loss(den, &self.clean, &noisy, &sigma)
-        })?;
+        // In the denoiser's precision (its passes open their own autocast region).
+        let mse = denoising_loss(den, &self.clean, &noisy, &sigma)?;
         adam.zero_grad()?;
         mse.f_backward()?;
         let norm = match self.clip {
@@ -90,7 +88,7 @@ impl GraphedStep {
         let (b, p) = (d.batch_size, d.patch_size);
         let opts = (Kind::Float, device);
         let graph = if device.is_cuda() {
-            Some(CudaGraph::new(device).map_err(TrainError::Config)?)
+            Some(CudaGraph::new(device)?)
         } else {
             None
         };
@@ -99,7 +97,6 @@ impl GraphedStep {
                 clean: Tensor::f_zeros([b, d.channels, p, p], opts)?,
                 noise: Tensor::f_zeros([b, d.channels, p, p], opts)?,
                 sigma: Tensor::f_zeros([b, 1, 1, 1], opts)?,
-                precision: cfg.performance.precision,
                 clip: cfg.clip_grad_norm,
             },
             hyper: adam.device_hyper()?,
@@ -171,7 +168,7 @@ impl GraphedStep {
         let Some(graph) = self.graph.as_mut() else {
             return buffers.step(den, adam, hyper);
         };
-        let graph_error = |e: String| TrainError::Config(format!("performance.cuda_graph: {e}"));
+        let graph_error = TrainError::CudaGraph;
         if let Some(out) = &self.outputs {
             graph.replay().map_err(graph_error)?;
             return Ok(out.each_ref().map(Tensor::shallow_clone));

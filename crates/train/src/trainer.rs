@@ -96,14 +96,18 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     }
     // Before any long operation (reading a checkpoint, building the decode cache).
     let signals = StopSignals::install()?;
-    let config_json = serde_json::to_value(cfg)
-        .map_err(|e| TrainError::Config(format!("cannot serialise the config: {e}")))?;
+    let config_json = serde_json::to_value(cfg).map_err(|source| TrainError::Serialise {
+        what: "the config",
+        source,
+    })?;
 
     tch::manual_seed(cfg.seed as i64);
     let mut net = Drunet::new(&cfg.model, device)?;
     net.set_memory_format(cfg.performance.memory_format)?;
-    let mut denoiser =
-        GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method.into());
+    // The denoiser owns the precision: its passes open their own autocast regions.
+    let mut denoiser = GradientStepDenoiser::new(net)
+        .with_method(cfg.performance.grad_method.into())
+        .with_precision(cfg.performance.precision);
     let params = denoiser
         .network()
         .var_store()
@@ -313,22 +317,17 @@ fn train_step(
     lr: f64,
 ) -> Result<StepScalars> {
     let (noisy, sigma) = noise::add_noise(clean, &noise.0, noise.1)?;
-    let precision = cfg.performance.precision;
+    // The denoiser's passes run in its precision (`performance.precision`, set at start).
     let (mse, loss, prox) = match &cfg.objective {
         Objective::Gs => {
-            let mse = gradstep_model::cuda::autocast(precision, || {
-                denoising_loss(denoiser, clean, &noisy, &sigma)
-            })?;
+            let mse = denoising_loss(denoiser, clean, &noisy, &sigma)?;
             (mse.shallow_clone(), mse, None)
         }
         Objective::Prox(p) => {
             // One graph of ∇g_σ(y) serves both D_σ(y) = y − ∇g_σ(y) and the penalty.
-            let (at, mse) = gradstep_model::cuda::autocast(precision, || -> Result<_> {
-                let at = denoiser.gradient_at(&noisy, &sigma)?;
-                let d = noisy.f_sub(&at.grad().f_to_kind(Kind::Float)?)?;
-                let mse = squared_error(&d, clean)?;
-                Ok((at, mse))
-            })?;
+            let at = denoiser.gradient_at(&noisy, &sigma)?;
+            let d = noisy.f_sub(&at.grad().f_to_kind(Kind::Float)?)?;
+            let mse = squared_error(&d, clean)?;
             // The estimator's start: a pure function of the step's noise seed (same on
             // CPU and CUDA, nothing to save for an exact resume).
             let start = crate::prox::start_vector(
