@@ -76,13 +76,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let mut chain: Vec<String> = Vec::new();
-            for cause in e.chain().map(|c| one_line(&c.to_string())) {
-                // A wrapped library error often ends with its source's text (`libtorch: …`).
-                if !chain.last().is_some_and(|prev| prev.ends_with(&cause)) {
-                    chain.push(cause);
-                }
-            }
+            // Printed as is: the libraries' errors either show their source's text or chain
+            // it, never both (tests/errors.rs), so no cause needs to be filtered out here.
+            let chain: Vec<String> = e.chain().map(|c| one_line(&c.to_string())).collect();
             eprintln!("gradstep: error: {}", chain.join(": "));
             ExitCode::FAILURE
         }

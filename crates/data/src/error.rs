@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum DataError {
     /// A libtorch call failed.
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// A file could not be read, decoded or written.
     #[error("{path}: {reason}")]
     File {
@@ -31,6 +31,14 @@ impl DataError {
             path: path.into(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// libtorch's message is part of this error's own text, so the `TchError` is not also its
+/// `source()`: a chain printer shows it once (thiserror's `#[from]` would chain it as well).
+impl From<tch::TchError> for DataError {
+    fn from(e: tch::TchError) -> Self {
+        DataError::Torch(e)
     }
 }
 

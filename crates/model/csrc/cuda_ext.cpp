@@ -1,6 +1,6 @@
-// What tch's C API does not expose and gradstep needs on a GPU: the autocast precision
-// (bf16 or fp16), cuDNN's TF32 switch, the caching allocator's statistics, and
-// CUDA graphs (capture on a side stream, replay).
+// What tch's C API does not expose and gradstep needs on a GPU: autocast regions (CPU or
+// CUDA, bf16 or fp16, saved and restored), cuDNN's TF32 switch, the caching allocator's
+// statistics, and CUDA graphs (capture on a side stream, replay).
 // Every entry point catches C++ exceptions: nothing may unwind into Rust.
 #include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
@@ -63,6 +63,11 @@ int guarded(F f) {
   }
 }
 
+// The device type of autocast state `device` (0 CPU, anything else CUDA).
+c10::DeviceType autocast_device(int device) {
+  return device == 0 ? c10::DeviceType::CPU : c10::DeviceType::CUDA;
+}
+
 // The caching allocator's aggregate "allocated bytes" statistic on `device`.
 c10::CachingAllocator::Stat allocated_bytes(int device) {
   auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)
@@ -73,41 +78,56 @@ c10::CachingAllocator::Stat allocated_bytes(int device) {
 
 extern "C" {
 
-// Makes CUDA autocast regions compute in float16 (half != 0) or bfloat16. Returns 0 on
-// success.
-int gradstep_autocast_set_dtype(int half) {
-  return guarded([half] {
-    at::autocast::set_autocast_dtype(at::kCUDA, half != 0 ? at::kHalf : at::kBFloat16);
+// Autocast is libtorch's per-thread state, one per device type: `device` 0 is the CPU, 1 CUDA.
+// The three calls below are what PyTorch's `torch.autocast` context manager does on
+// `__enter__` / `__exit__`, with the non-deprecated API (tch's `autocast` goes through
+// deprecated calls that log a warning on every call).
+
+// Writes whether autocast is on for `device` and the c10::ScalarType code of its dtype.
+// Returns 0, or -1 (nothing written).
+int gradstep_autocast_get(int device, int* enabled, int* dtype) {
+  return guarded([&] {
+    auto type = autocast_device(device);
+    bool on = at::autocast::is_autocast_enabled(type);
+    auto kind = at::autocast::get_autocast_dtype(type);
+    *enabled = on ? 1 : 0;
+    *dtype = static_cast<int>(kind);
   });
 }
 
-// Enters (enabled != 0) or leaves a CUDA autocast region, with the non-deprecated API
-// (tch's `autocast` goes through deprecated calls that log a warning on every call).
-// Returns whether autocast was enabled before, or -1.
-int gradstep_autocast_region(int enabled) {
-  try {
-    bool before = at::autocast::is_autocast_enabled(at::kCUDA);
-    if (enabled != 0) {
-      at::autocast::set_autocast_enabled(at::kCUDA, true);
-      at::autocast::increment_nesting();
-    } else {
-      if (at::autocast::decrement_nesting() == 0) {
-        at::autocast::clear_cache();
-      }
-      at::autocast::set_autocast_enabled(at::kCUDA, false);
-    }
-    return before ? 1 : 0;
-  } catch (...) {
-    return -1;
-  }
+// Enters a region: autocast on (enabled != 0) or off for `device`, computing in the
+// c10::ScalarType `dtype`, one nesting level deeper. Returns 0, or -1 (nothing changed).
+int gradstep_autocast_enter(int device, int enabled, int dtype) {
+  return guarded([&] {
+    auto type = autocast_device(device);
+    auto kind = static_cast<at::ScalarType>(dtype);
+    at::autocast::set_autocast_dtype(type, kind);
+    at::autocast::set_autocast_enabled(type, enabled != 0);
+    at::autocast::increment_nesting();
+  });
 }
 
-// Switches CUDA autocast on or off inside a region, leaving its nesting and cache alone (a
-// float32 operation in the middle of an autocast region). Returns whether it was on, or -1.
-int gradstep_autocast_set_enabled(int enabled) {
+// Leaves a region entered by `gradstep_autocast_enter`: one level up (the cast-weight cache
+// is cleared when the outermost region closes), then `enabled` and `dtype` as they were
+// before it. Returns 0, or -1.
+int gradstep_autocast_exit(int device, int enabled, int dtype) {
+  return guarded([&] {
+    auto type = autocast_device(device);
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+    at::autocast::set_autocast_enabled(type, enabled != 0);
+    at::autocast::set_autocast_dtype(type, static_cast<at::ScalarType>(dtype));
+  });
+}
+
+// Switches autocast on or off for `device` leaving the nesting level and the cache alone (a
+// float32 operation in the middle of a region). Returns whether it was on, or -1.
+int gradstep_autocast_set_enabled(int device, int enabled) {
   try {
-    bool before = at::autocast::is_autocast_enabled(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, enabled != 0);
+    auto type = autocast_device(device);
+    bool before = at::autocast::is_autocast_enabled(type);
+    at::autocast::set_autocast_enabled(type, enabled != 0);
     return before ? 1 : 0;
   } catch (...) {
     return -1;

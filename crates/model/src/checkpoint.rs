@@ -298,8 +298,7 @@ fn looks_like_pytorch(bytes: &[u8]) -> bool {
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v)
-        .map_err(|e| ModelError::Invalid(format!("cannot serialise metadata: {e}")))
+    serde_json::to_string(v).map_err(ModelError::Serialise)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(

@@ -1,17 +1,18 @@
 //! GPU switches, statistics and CUDA graphs that tch's C API does not expose, from a small
 //! C++ shim (`csrc/cuda_ext.cpp`, compiled against the same libtorch when it has CUDA).
 //! Without CUDA every function is a harmless no-op (and [`CudaGraph::new`] says so), so
-//! callers need no `cfg`.
+//! callers need no `cfg`. Autocast regions live in [`crate::autocast`] (re-exported here).
+//!
+//! Every shim entry point catches C++ exceptions and reports them by its return value, so no
+//! exception unwinds into Rust: that, and the arguments each `unsafe` block names, is what
+//! makes the calls sound.
 use tch::Device;
 
-use crate::Precision;
+pub use crate::autocast::{autocast, autocast_available, bf16_autocast, without_autocast};
 
 #[cfg(gradstep_cuda_ext)]
 mod ffi {
     extern "C" {
-        pub fn gradstep_autocast_set_dtype(half: i32) -> i32;
-        pub fn gradstep_autocast_region(enabled: i32) -> i32;
-        pub fn gradstep_autocast_set_enabled(enabled: i32) -> i32;
         pub fn gradstep_set_cudnn_tf32(allow: i32) -> i32;
         pub fn gradstep_cuda_peak_allocated(device: i32) -> i64;
         pub fn gradstep_cuda_allocated(device: i32) -> i64;
@@ -34,68 +35,30 @@ mod graph_ffi {
     }
 }
 
-/// Whether CUDA autocast can run here (a CUDA device and the shim): where it cannot,
-/// [`autocast`] runs its closure in float32.
-pub fn autocast_available() -> bool {
-    #[cfg(gradstep_cuda_ext)]
-    {
-        // Asked at every network pass: libtorch's answer, once.
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(tch::Cuda::is_available)
-    }
-    #[cfg(not(gradstep_cuda_ext))]
-    false
-}
-
-/// Runs `f` under CUDA autocast in `precision` (plainly for [`Precision::Fp32`], or where
-/// [`autocast_available`] says no). Convolutions then run in bf16 or fp16 while parameters,
-/// their gradients and autocast's float32 operations (reductions, `exp`, `softplus`) stay
-/// float32. Regions do not nest: leaving one switches autocast off, so callers open one at a
-/// single level (the denoiser's inference, or training's loss) and call the network inside
-/// with [`Precision::Fp32`], which opens none.
-pub fn autocast<T>(precision: Precision, f: impl FnOnce() -> T) -> T {
-    #[cfg(gradstep_cuda_ext)]
-    {
-        let half = match precision {
-            Precision::Fp32 => None,
-            Precision::Bf16 => Some(0),
-            Precision::Fp16 => Some(1),
-        };
-        // The dtype is libtorch's global state: set on every entry, since the bf16 and fp16
-        // regions may alternate (benchmarks).
-        if let Some(half) = half.filter(|_| autocast_available()) {
-            if unsafe { ffi::gradstep_autocast_set_dtype(half) } == 0 {
-                unsafe { ffi::gradstep_autocast_region(1) };
-                let out = f();
-                unsafe { ffi::gradstep_autocast_region(0) };
-                return out;
-            }
-        }
-    }
-    let _ = precision;
-    f()
-}
-
-/// Runs `f` in float32 inside an [`autocast`] region (plainly outside one, or without CUDA).
-pub fn without_autocast<T>(f: impl FnOnce() -> T) -> T {
-    #[cfg(gradstep_cuda_ext)]
-    if autocast_available() && unsafe { ffi::gradstep_autocast_set_enabled(0) } == 1 {
-        let out = f();
-        unsafe { ffi::gradstep_autocast_set_enabled(1) };
-        return out;
-    }
-    f()
-}
-
-/// [`autocast`] in bfloat16 when `enabled` (training's switch: bf16 has float32's range,
-/// so it needs no loss scaling), else plainly.
-pub fn bf16_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
-    let precision = if enabled {
-        Precision::Bf16
-    } else {
-        Precision::Fp32
-    };
-    autocast(precision, f)
+/// Why a [`CudaGraph`] could not be created, captured or replayed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum CudaGraphError {
+    /// CUDA graphs cannot run here: a CPU device, or a build without CUDA graphs.
+    #[error("CUDA graphs are not available: {reason}")]
+    Unavailable {
+        /// What is missing.
+        reason: String,
+    },
+    /// libtorch failed at one stage of the graph's life.
+    #[error("CUDA graph {stage}: {message}")]
+    Failed {
+        /// `creation`, `side stream`, `capture begin`, `capture end` or `replay`.
+        stage: &'static str,
+        /// libtorch's message.
+        message: String,
+    },
+    /// The captured closure itself failed; the capture was discarded.
+    #[error("during CUDA graph capture: {message}")]
+    Capture {
+        /// The closure's error, as it displays.
+        message: String,
+    },
 }
 
 /// Lets cuDNN use TF32 for float32 convolutions (libtorch's default) or forbids it (strict
@@ -103,6 +66,7 @@ pub fn bf16_autocast<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
 pub fn set_cudnn_tf32(allow: bool) -> bool {
     #[cfg(gradstep_cuda_ext)]
     {
+        // SAFETY: a plain integer in; the shim catches every C++ exception (-1).
         tch::Cuda::is_available() && unsafe { ffi::gradstep_set_cudnn_tf32(i32::from(allow)) } == 0
     }
     #[cfg(not(gradstep_cuda_ext))]
@@ -125,6 +89,8 @@ pub fn peak_allocated(device: Device) -> Option<u64> {
     let _i = cuda_index(device)?;
     #[cfg(gradstep_cuda_ext)]
     {
+        // SAFETY: `_i` is a CUDA device index libtorch reported; the shim catches every C++
+        // exception (-1, refused by `try_from`).
         u64::try_from(unsafe { ffi::gradstep_cuda_peak_allocated(_i) }).ok()
     }
     #[cfg(not(gradstep_cuda_ext))]
@@ -136,6 +102,7 @@ pub fn allocated(device: Device) -> Option<u64> {
     let _i = cuda_index(device)?;
     #[cfg(gradstep_cuda_ext)]
     {
+        // SAFETY: as in `peak_allocated`.
         u64::try_from(unsafe { ffi::gradstep_cuda_allocated(_i) }).ok()
     }
     #[cfg(not(gradstep_cuda_ext))]
@@ -146,6 +113,8 @@ pub fn allocated(device: Device) -> Option<u64> {
 pub fn reset_peak(device: Device) {
     if let Some(_i) = cuda_index(device) {
         #[cfg(gradstep_cuda_ext)]
+        // SAFETY: `_i` is a CUDA device index libtorch reported; the shim catches every C++
+        // exception.
         unsafe {
             ffi::gradstep_cuda_reset_peak(_i);
         }
@@ -156,6 +125,7 @@ pub fn reset_peak(device: Device) {
 pub fn empty_cache() {
     #[cfg(gradstep_cuda_ext)]
     if tch::Cuda::is_available() {
+        // SAFETY: no arguments; the shim catches every C++ exception.
         unsafe {
             ffi::gradstep_cuda_empty_cache();
         }
@@ -181,19 +151,28 @@ pub struct CudaGraph {
 use graph_ffi as gffi;
 
 #[cfg(gradstep_cuda_graphs)]
-fn graph_error(what: &str) -> String {
-    let msg = unsafe { std::ffi::CStr::from_ptr(gffi::gradstep_graph_last_error()) };
-    format!("CUDA graph {what}: {}", msg.to_string_lossy())
+fn graph_error(stage: &'static str) -> CudaGraphError {
+    // SAFETY: the shim returns a pointer to its thread-local `std::string`'s NUL-terminated
+    // buffer, valid until the next failing shim call on this thread; it is copied out at once.
+    let message = unsafe { std::ffi::CStr::from_ptr(gffi::gradstep_graph_last_error()) };
+    CudaGraphError::Failed {
+        stage,
+        message: message.to_string_lossy().into_owned(),
+    }
 }
 
 impl CudaGraph {
     /// An empty graph for a CUDA `device`; an error on the CPU or without the shim.
-    pub fn new(device: Device) -> std::result::Result<Self, String> {
+    pub fn new(device: Device) -> std::result::Result<Self, CudaGraphError> {
         let Some(_i) = cuda_index(device) else {
-            return Err(format!("CUDA graphs need a CUDA device, not {device:?}"));
+            return Err(CudaGraphError::Unavailable {
+                reason: format!("they need a CUDA device, not {device:?}"),
+            });
         };
         #[cfg(gradstep_cuda_graphs)]
         {
+            // SAFETY: `_i` is a CUDA device index libtorch reported; the shim catches every
+            // C++ exception and returns null then, which is checked.
             let handle = unsafe { gffi::gradstep_graph_new(_i) };
             if handle.is_null() {
                 return Err(graph_error("creation"));
@@ -201,18 +180,26 @@ impl CudaGraph {
             Ok(CudaGraph { handle })
         }
         #[cfg(not(gradstep_cuda_graphs))]
-        Err("this build has no CUDA graphs (libtorch without CUDA, or no CUDA crt headers)".into())
+        Err(CudaGraphError::Unavailable {
+            reason: "this build has none (libtorch without CUDA, or no CUDA crt headers)".into(),
+        })
     }
 
     /// Runs `f` on the graph's side stream (warm-up before capture), then makes the previous
     /// stream wait for it.
-    pub fn on_side_stream<T>(&mut self, f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    pub fn on_side_stream<T>(
+        &mut self,
+        f: impl FnOnce() -> T,
+    ) -> std::result::Result<T, CudaGraphError> {
         #[cfg(gradstep_cuda_graphs)]
         {
+            // SAFETY: `self.handle` is the non-null graph `new` created, freed only by `Drop`
+            // (so alive while `&mut self` is); the shim catches every C++ exception.
             if unsafe { gffi::gradstep_graph_enter_side_stream(self.handle) } != 0 {
                 return Err(graph_error("side stream"));
             }
             let out = f();
+            // SAFETY: as above.
             if unsafe { gffi::gradstep_graph_leave_side_stream(self.handle) } != 0 {
                 return Err(graph_error("side stream"));
             }
@@ -227,19 +214,24 @@ impl CudaGraph {
     pub fn capture<T, E: std::fmt::Display>(
         &mut self,
         f: impl FnOnce() -> std::result::Result<T, E>,
-    ) -> std::result::Result<T, String> {
+    ) -> std::result::Result<T, CudaGraphError> {
         #[cfg(gradstep_cuda_graphs)]
         {
             let handle = self.handle;
             self.on_side_stream(|| {
+                // SAFETY: `handle` is this graph's live handle (`&mut self` is held for the
+                // whole capture); the shim catches every C++ exception.
                 if unsafe { gffi::gradstep_graph_capture_begin(handle) } != 0 {
                     return Err(graph_error("capture begin"));
                 }
                 let out = f();
                 // Ended in every case: a failed closure leaves an invalid capture behind.
+                // SAFETY: as above.
                 let ended = unsafe { gffi::gradstep_graph_capture_end(handle) };
                 match out {
-                    Err(e) => Err(format!("during CUDA graph capture: {e}")),
+                    Err(e) => Err(CudaGraphError::Capture {
+                        message: e.to_string(),
+                    }),
                     Ok(_) if ended != 0 => Err(graph_error("capture end")),
                     Ok(v) => Ok(v),
                 }
@@ -248,14 +240,18 @@ impl CudaGraph {
         #[cfg(not(gradstep_cuda_graphs))]
         {
             let _ = f;
-            Err("this build has no CUDA graphs".into())
+            Err(CudaGraphError::Unavailable {
+                reason: "this build has none".into(),
+            })
         }
     }
 
     /// Launches the captured work on the current stream.
-    pub fn replay(&self) -> std::result::Result<(), String> {
+    pub fn replay(&self) -> std::result::Result<(), CudaGraphError> {
         #[cfg(gradstep_cuda_graphs)]
         {
+            // SAFETY: `self.handle` is this graph's live handle; the shim catches every C++
+            // exception (replaying a graph never captured is such an exception).
             if unsafe { gffi::gradstep_graph_replay(self.handle) } != 0 {
                 return Err(graph_error("replay"));
             }
@@ -267,6 +263,8 @@ impl CudaGraph {
 impl Drop for CudaGraph {
     fn drop(&mut self) {
         #[cfg(gradstep_cuda_graphs)]
+        // SAFETY: `self.handle` came from `gradstep_graph_new` and is freed here only, once;
+        // the shim swallows any C++ exception of the destructor.
         unsafe {
             gffi::gradstep_graph_free(self.handle);
         }
@@ -279,7 +277,7 @@ mod tests {
 
     #[test]
     fn without_a_gpu_graphs_refuse_and_statistics_are_absent() {
-        let e = CudaGraph::new(Device::Cpu).unwrap_err();
+        let e = CudaGraph::new(Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("CUDA"), "{e}");
         assert_eq!(peak_allocated(Device::Cpu), None);
         assert_eq!(allocated(Device::Cpu), None);
@@ -287,6 +285,9 @@ mod tests {
         reset_peak(Device::Cpu);
         empty_cache();
         assert_eq!(bf16_autocast(true, || 7), 7);
-        assert_eq!(autocast(Precision::Fp16, || without_autocast(|| 8)), 8);
+        assert_eq!(
+            autocast(crate::Precision::Fp16, || without_autocast(|| 8)),
+            8
+        );
     }
 }

@@ -287,7 +287,7 @@ impl Drunet {
         // precision and runs outside autocast, as a float32 (TF32) convolution does: N keeps
         // a float32 output, and only the features carry 16-bit rounding.
         let tail_in = t.f_add(&skip)?;
-        let n = crate::cuda::without_autocast(|| {
+        let n = crate::autocast::without_autocast(|| {
             conv3x3(&tail_in.f_to_kind(self.kind())?, &self.tail)
         })?;
         let n = if ph > 0 || pw > 0 {

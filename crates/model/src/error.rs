@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub enum ModelError {
     /// A libtorch call failed (shape mismatch, out of memory, unsupported device, ...).
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// Reading or writing a file failed.
     #[error("{path}: {error}")]
     Io {
@@ -37,6 +37,9 @@ pub enum ModelError {
     /// A configuration or an argument is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A checkpoint's metadata could not be serialised.
+    #[error("cannot serialise the checkpoint metadata")]
+    Serialise(#[source] serde_json::Error),
 }
 
 impl ModelError {
@@ -62,6 +65,14 @@ impl ModelError {
             key: key.into(),
             reason: reason.into(),
         }
+    }
+}
+
+/// libtorch's message is part of this error's own text, so the `TchError` is not also its
+/// `source()`: a chain printer shows it once (thiserror's `#[from]` would chain it as well).
+impl From<tch::TchError> for ModelError {
+    fn from(e: tch::TchError) -> Self {
+        ModelError::Torch(e)
     }
 }
 

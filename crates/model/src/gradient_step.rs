@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use tch::{Kind, Tensor};
 
+use crate::autocast::AutocastGuard;
 use crate::config::{MemoryFormat, Precision};
 use crate::drunet::Drunet;
 use crate::error::{ModelError, Result};
@@ -110,8 +111,9 @@ impl GradientStepDenoiser {
         }
     }
 
-    /// The precision of inference-time `∇g_σ` (PnP, denoising, evaluation). Training sets
-    /// its own precision around the loss (`performance.precision` of the training config).
+    /// The precision of `∇g_σ`, `D_σ` and [`Self::gradient_at`] in training and inference
+    /// alike (PnP, denoising, evaluation, and training's `performance.precision`): each
+    /// pass runs inside its own [`AutocastGuard::cuda`] region, on CUDA only.
     pub fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self
@@ -124,7 +126,7 @@ impl GradientStepDenoiser {
             .with_tiling(options.tiling)
     }
 
-    /// The inference precision in use.
+    /// The precision in use.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -202,8 +204,9 @@ impl GradientStepDenoiser {
         sigma: &Sigma,
         graph: Graph,
     ) -> Result<(Tensor, Tensor)> {
+        let _precision = AutocastGuard::cuda(self.precision);
         match graph {
-            Graph::Inference => crate::cuda::autocast(self.precision, || self.inference(x, sigma)),
+            Graph::Inference => self.inference(x, sigma),
             Graph::Training => self.whole(x, sigma, Graph::Training),
         }
     }
@@ -327,6 +330,7 @@ impl GradientStepDenoiser {
     /// otherwise a leaf copy is made.
     pub fn gradient_at(&self, x: &Tensor, sigma: &Sigma) -> Result<GradientAt> {
         let x = leaf_requiring_grad(x, Graph::Training)?;
+        let _precision = AutocastGuard::cuda(self.precision);
         let grad = match self.method {
             GradMethod::Adjoint => self.adjoint_grad(&x, sigma)?.1,
             GradMethod::Autograd => self.autograd_grad(&x, sigma, true)?.1,

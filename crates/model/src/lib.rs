@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 mod activation;
+pub mod autocast;
 mod checkpoint;
 mod config;
 pub mod cuda;

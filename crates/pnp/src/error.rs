@@ -7,12 +7,12 @@ use std::path::PathBuf;
 pub enum PnpError {
     /// A libtorch call failed.
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// The denoiser failed.
-    #[error("denoiser: {0}")]
+    #[error(transparent)]
     Model(#[from] gradstep_model::ModelError),
     /// Image I/O or metrics failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Data(#[from] gradstep_data::DataError),
     /// A file could not be read, parsed or written.
     #[error("{path}: {reason}")]
@@ -25,6 +25,17 @@ pub enum PnpError {
     /// An argument, a configuration or an input is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// A result the algorithms guarantee is missing: a bug of gradstep, not of the input.
+    #[error("internal error: {0} (please report it)")]
+    Internal(&'static str),
+    /// A figure could not be drawn.
+    #[error("{path}: cannot draw: {reason}")]
+    Plot {
+        /// The PNG file.
+        path: PathBuf,
+        /// The plotting backend's message.
+        reason: String,
+    },
 }
 
 impl PnpError {
@@ -33,6 +44,14 @@ impl PnpError {
             path: path.into(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// libtorch's message is part of this error's own text, so the `TchError` is not also its
+/// `source()`: a chain printer shows it once (thiserror's `#[from]` would chain it as well).
+impl From<tch::TchError> for PnpError {
+    fn from(e: tch::TchError) -> Self {
+        PnpError::Torch(e)
     }
 }
 

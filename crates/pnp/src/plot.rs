@@ -100,8 +100,10 @@ fn register_font() -> std::result::Result<(), String> {
 pub fn draw(path: &Path, charts: &[Chart]) -> Result<()> {
     let (w, h) = (720 * charts.len().max(1) as u32, 540u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
-    render(&mut buf, (w, h), charts)
-        .map_err(|e| PnpError::file(path, format!("cannot draw: {e}")))?;
+    render(&mut buf, (w, h), charts).map_err(|reason| PnpError::Plot {
+        path: path.to_path_buf(),
+        reason,
+    })?;
     crate::monitor::write_rgb_png(path, (w, h), buf).map_err(|reason| PnpError::file(path, reason))
 }
 

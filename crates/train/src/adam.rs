@@ -79,7 +79,7 @@ impl Adam {
             .iter()
             .find(|(_, p)| p.kind() != kind || p.device() != device)
         {
-            return Err(TrainError::Config(format!(
+            return Err(TrainError::Optimizer(format!(
                 "parameter `{name}` differs in precision or device from the others"
             )));
         }
@@ -291,7 +291,7 @@ impl Adam {
             let _ = h.step.f_add_scalar_(1.0)?;
             let (g, all) = self.take_scaled_grad()?;
             if !all {
-                return Err(TrainError::Config(
+                return Err(TrainError::Optimizer(
                     "a device step needs a gradient for every parameter".into(),
                 ));
             }

@@ -148,8 +148,10 @@ fn build(
     for (name, t) in moments {
         ckpt.tensors.insert(format!("{ADAM_PREFIX}{name}"), t);
     }
-    let section = serde_json::to_value(state)
-        .map_err(|e| TrainError::Config(format!("cannot serialise the training state: {e}")))?;
+    let section = serde_json::to_value(state).map_err(|source| TrainError::Serialise {
+        what: "the training state",
+        source,
+    })?;
     ckpt.sections.insert(SECTION.into(), section);
     Ok(ckpt)
 }

@@ -6,7 +6,7 @@
 pub enum TrainError {
     /// A libtorch call failed.
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     /// The model crate failed (checkpoint I/O, shapes).
     #[error(transparent)]
     Model(#[from] gradstep_model::ModelError),
@@ -16,9 +16,38 @@ pub enum TrainError {
     /// A checkpoint cannot be resumed from.
     #[error("cannot resume: {0}")]
     Resume(String),
-    /// The configuration is invalid.
+    /// The configuration is invalid (the message starts with the offending file or field).
     #[error("config: {0}")]
     Config(String),
+    /// A CUDA graph of `performance.cuda_graph` could not be created, captured or replayed.
+    #[error("performance.cuda_graph")]
+    CudaGraph(#[from] gradstep_model::cuda::CudaGraphError),
+    /// The SIGINT / SIGTERM handlers could not be installed.
+    #[error("cannot install the SIGINT / SIGTERM handlers")]
+    SignalHandler(#[source] std::io::Error),
+    /// A checkpoint's training state or the run's `config.json` could not be serialised.
+    #[error("cannot serialise {what}")]
+    Serialise {
+        /// `the training state` or `the config`.
+        what: &'static str,
+        /// serde_json's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The noise worker thread stopped before delivering a step's noise.
+    #[error("the noise worker stopped")]
+    NoiseWorkerStopped,
+    /// The noise worker delivered the noise of another step than the one asked for.
+    #[error("noise drawn for step {drawn_for}, asked for step {asked}")]
+    NoiseOutOfStep {
+        /// The step the noise was drawn for.
+        drawn_for: u64,
+        /// The step that asked.
+        asked: u64,
+    },
+    /// The optimizer's parameters or gradients are not what a device step needs.
+    #[error("optimizer: {0}")]
+    Optimizer(String),
     /// Reading or writing a file failed.
     #[error("{path}: {error}", path = .0.display(), error = .1)]
     Io(std::path::PathBuf, std::io::Error),
@@ -45,6 +74,14 @@ pub(crate) fn signal_name(signal: i32) -> String {
         signal_hook::consts::SIGINT => "SIGINT".into(),
         signal_hook::consts::SIGTERM => "SIGTERM".into(),
         n => format!("signal {n}"),
+    }
+}
+
+/// libtorch's message is part of this error's own text, so the `TchError` is not also its
+/// `source()`: a chain printer shows it once (thiserror's `#[from]` would chain it as well).
+impl From<tch::TchError> for TrainError {
+    fn from(e: tch::TchError) -> Self {
+        TrainError::Torch(e)
     }
 }
 

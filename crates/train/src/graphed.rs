@@ -83,7 +83,7 @@ impl GraphedStep {
         let (b, p) = (d.batch_size, d.patch_size);
         let opts = (Kind::Float, device);
         let graph = if device.is_cuda() {
-            Some(CudaGraph::new(device).map_err(TrainError::Config)?)
+            Some(CudaGraph::new(device)?)
         } else {
             None
         };
@@ -169,7 +169,7 @@ impl GraphedStep {
         let Some(graph) = self.graph.as_mut() else {
             return buffers.step(den, adam, hyper, sync);
         };
-        let graph_error = |e: String| TrainError::Config(format!("performance.cuda_graph: {e}"));
+        let graph_error = TrainError::CudaGraph;
         if let Some(out) = &self.outputs {
             graph.replay().map_err(graph_error)?;
             return Ok(out.shallow_clone());

@@ -208,12 +208,13 @@ impl NoisePrefetch {
             .rx
             .as_ref()
             .and_then(|rx| rx.recv().ok())
-            .ok_or_else(|| TrainError::Config("the noise worker stopped".into()))??;
+            .ok_or(TrainError::NoiseWorkerStopped)??;
         let (drawn_for, xi, sigmas) = got;
         if drawn_for != step {
-            return Err(TrainError::Config(format!(
-                "noise drawn for step {drawn_for}, asked for step {step}"
-            )));
+            return Err(TrainError::NoiseOutOfStep {
+                drawn_for,
+                asked: step,
+            });
         }
         Ok((xi, sigmas))
     }

@@ -88,7 +88,10 @@ impl<'a> Run<'a> {
         // Before any long operation (reading a checkpoint, building the decode cache).
         let signals = StopSignals::install()?;
         let config_json = serde_json::to_value(cfg)
-            .map_err(|e| TrainError::Config(format!("cannot serialise the config: {e}")))?;
+            .map_err(|source| TrainError::Serialise {
+                what: "the config",
+                source,
+            })?;
         let (denoiser, adam, state) =
             model_and_state(cfg, opts, &store, &config_json, &mut messages)?;
         let sampler = match PatchSampler::resume_unless_stopped(
@@ -170,7 +173,11 @@ fn model_and_state(
     let mut net = Drunet::new(&cfg.model, device)?;
     net.set_memory_format(cfg.performance.memory_format)?;
     let mut denoiser =
-        GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method.into());
+        GradientStepDenoiser::new(net)
+            .with_method(cfg.performance.grad_method.into())
+            // The denoiser owns the precision: its passes open their own autocast regions
+            // (the step's region around the loss nests outside them).
+            .with_precision(cfg.performance.precision);
     let params = denoiser
         .network()
         .var_store()

@@ -44,7 +44,7 @@ impl StopSignals {
                         for id in ids {
                             signal_hook::low_level::unregister(id);
                         }
-                        return Err(TrainError::Io("<signal handler>".into(), e));
+                        return Err(TrainError::SignalHandler(e));
                     }
                 }
             }

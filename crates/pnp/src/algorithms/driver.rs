@@ -480,9 +480,9 @@ pub(crate) fn run(
         .zip(records)
         .zip(monotonicity)
         .map(|((d, records), monotonicity)| {
-            let (image, last_iterate, iterations, stop) = d.ok_or_else(|| {
-                crate::error::PnpError::Invalid("a problem ended without a result".into())
-            })?;
+            let (image, last_iterate, iterations, stop) = d.ok_or(
+                crate::error::PnpError::Internal("a problem ended without a result"),
+            )?;
             Ok(Outcome {
                 image,
                 last_iterate,

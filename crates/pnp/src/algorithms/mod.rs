@@ -59,8 +59,7 @@ pub fn restore(
     config: &AlgorithmConfig,
 ) -> Result<Restoration> {
     let mut out = restore_batch(den, &[problem], &[config])?;
-    out.pop()
-        .ok_or_else(|| PnpError::Invalid("no result".into()))
+    out.pop().ok_or(PnpError::Internal("no result"))
 }
 
 /// Restores problems of one image size, degradation kind and algorithm in one batch.
@@ -232,7 +231,7 @@ pub fn restore_all(
         }
     }
     out.into_iter()
-        .map(|r| r.ok_or_else(|| PnpError::Invalid("missing result".into())))
+        .map(|r| r.ok_or(PnpError::Internal("missing result")))
         .collect()
 }
 

@@ -105,9 +105,9 @@ impl PnpRunner {
         let mut scores = Vec::with_capacity(results.len());
         let mut curve = None;
         for (((name, _), problem), r) in images.iter().zip(&problems).zip(&results) {
-            let truth = problem.ground_truth.as_ref().ok_or_else(|| {
-                PnpError::Invalid("synthesized problem without ground truth".into())
-            })?;
+            let truth = problem.ground_truth.as_ref().ok_or(PnpError::Internal(
+                "synthesized problem without ground truth",
+            ))?;
             // A diverged restoration is not scored (its image is the last finite iterate).
             let (psnr, ssim) = if r.stop == StopReason::Diverged {
                 (None, None)
