@@ -126,6 +126,17 @@ impl Adam {
         Ok(())
     }
 
+    /// The parameters' `.grad()` tensors (sharing storage with them: writing into one
+    /// changes what the next step uses), in the canonical order (by name); parameters
+    /// without a gradient are left out.
+    pub fn gradients(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(Tensor::defined)
+            .collect()
+    }
+
     /// Parameter `i`'s slice of a flat buffer, shaped like the parameter.
     fn view(&self, flat: &Tensor, i: usize) -> Result<Tensor> {
         let (off, n) = self.spans[i];

@@ -19,15 +19,15 @@
 //!
 //! The noise is the ordinary step's ([`crate::noise::draw_noise`]), so a run can switch
 //! between the two on resume.
-use gradstep_model::cuda::{autocast, CudaGraph};
-use gradstep_model::{GradientStepDenoiser, Precision, Sigma};
+use gradstep_model::cuda::CudaGraph;
+use gradstep_model::{GradientStepDenoiser, Sigma};
 use tch::{Device, Kind, Tensor};
 
 use crate::adam::{Adam, DeviceHyper};
 use crate::config::{Objective, TrainConfig, CUDA_GRAPH_GS_ONLY};
 use crate::error::{Result, TrainError};
 use crate::logging::StepScalars;
-use crate::trainer::{denoising_loss, read_step_numbers};
+use crate::step::{read_step_numbers, GradientSync, GsStep, NoisyBatch, StepTensors};
 
 /// Eager steps on the capture stream before the capture.
 pub const WARM_UP: usize = 3;
@@ -38,33 +38,25 @@ struct Buffers {
     noise: Tensor,
     /// `σ` per image, `[B, 1, 1, 1]`.
     sigma: Tensor,
-    precision: Precision,
-    clip: Option<f64>,
+    step: GsStep,
 }
 
 impl Buffers {
-    /// The step itself; returns the (loss, MSE, gradient norm) tensors it leaves behind.
+    /// The step itself ([`GsStep::run_on_device`] on the batch in the buffers).
     fn step(
         &self,
         den: &GradientStepDenoiser,
         adam: &mut Adam,
         hyper: &mut DeviceHyper,
-    ) -> Result<[Tensor; 3]> {
+        sync: &mut dyn GradientSync,
+    ) -> Result<StepTensors> {
         let s = self.clean.size();
-        let noisy = self.clean.f_add(&self.noise.f_mul(&self.sigma)?)?;
-        let sigma = Sigma::Map(self.sigma.f_expand([s[0], 1, s[2], s[3]], false)?);
-        let mse = autocast(self.precision, || {
-            denoising_loss(den, &self.clean, &noisy, &sigma)
-        })?;
-        adam.zero_grad()?;
-        mse.f_backward()?;
-        let norm = match self.clip {
-            Some(c) => adam.clip_grad_norm_on_device(c)?,
-            None => adam.grad_norm_on_device()?,
+        let batch = NoisyBatch {
+            clean: self.clean.shallow_clone(),
+            noisy: self.clean.f_add(&self.noise.f_mul(&self.sigma)?)?,
+            sigma: Sigma::Map(self.sigma.f_expand([s[0], 1, s[2], s[3]], false)?),
         };
-        adam.step_on_device(hyper)?;
-        let mse = mse.f_detach()?.f_reshape([1])?;
-        Ok([mse.shallow_clone(), mse, norm])
+        self.step.run_on_device(den, adam, &batch, hyper, sync)
     }
 }
 
@@ -76,7 +68,7 @@ pub struct GraphedStep {
     graph: Option<CudaGraph>,
     eager_steps: usize,
     /// What the captured step leaves behind (its outputs' buffers).
-    outputs: Option<[Tensor; 3]>,
+    outputs: Option<StepTensors>,
 }
 
 impl GraphedStep {
@@ -99,8 +91,7 @@ impl GraphedStep {
                 clean: Tensor::f_zeros([b, d.channels, p, p], opts)?,
                 noise: Tensor::f_zeros([b, d.channels, p, p], opts)?,
                 sigma: Tensor::f_zeros([b, 1, 1, 1], opts)?,
-                precision: cfg.performance.precision,
-                clip: cfg.clip_grad_norm,
+                step: GsStep::from_config(cfg),
             },
             hyper: adam.device_hyper()?,
             lr: adam.lr(),
@@ -116,7 +107,8 @@ impl GraphedStep {
     }
 
     /// One training step on `clean` with the step's noise `(ξ, σ)` (from
-    /// [`crate::noise::NoisePrefetch`]) at learning rate `lr`.
+    /// [`crate::noise::NoisePrefetch`]) at learning rate `lr`; `sync` averages the gradients
+    /// (captured with the rest on CUDA: it must enqueue device work only).
     pub fn step(
         &mut self,
         den: &GradientStepDenoiser,
@@ -124,6 +116,7 @@ impl GraphedStep {
         clean: &Tensor,
         noise: (Tensor, Vec<f64>),
         lr: f64,
+        sync: &mut dyn GradientSync,
     ) -> Result<StepScalars> {
         let (xi, sigmas) = noise;
         let b = self.buffers.clean.size()[0] as usize;
@@ -146,13 +139,12 @@ impl GraphedStep {
             Ok(())
         })?;
         adam.set_lr(lr);
-        let outputs = self.run(den, adam)?;
+        let outputs = self.run(den, adam, sync)?;
         adam.count_device_step();
-        let [loss, mse, norm] = &outputs;
         let (loss, mse, grad_norm) = read_step_numbers(
-            loss,
-            mse,
-            norm,
+            &outputs.loss,
+            &outputs.mse,
+            &outputs.grad_norm,
             " (in a CUDA-graph step the update is already applied: the weights in memory are not saved)",
         )?;
         Ok(StepScalars {
@@ -166,27 +158,32 @@ impl GraphedStep {
     }
 
     /// Runs the step: eagerly (CPU, or warm-up), by capture then replay, or by replay.
-    fn run(&mut self, den: &GradientStepDenoiser, adam: &mut Adam) -> Result<[Tensor; 3]> {
+    fn run(
+        &mut self,
+        den: &GradientStepDenoiser,
+        adam: &mut Adam,
+        sync: &mut dyn GradientSync,
+    ) -> Result<StepTensors> {
         let (buffers, hyper) = (&self.buffers, &mut self.hyper);
         let Some(graph) = self.graph.as_mut() else {
-            return buffers.step(den, adam, hyper);
+            return buffers.step(den, adam, hyper, sync);
         };
         let graph_error = |e: String| TrainError::Config(format!("performance.cuda_graph: {e}"));
         if let Some(out) = &self.outputs {
             graph.replay().map_err(graph_error)?;
-            return Ok(out.each_ref().map(Tensor::shallow_clone));
+            return Ok(out.shallow_clone());
         }
         if self.eager_steps < WARM_UP {
             self.eager_steps += 1;
             return graph
-                .on_side_stream(|| buffers.step(den, adam, hyper))
+                .on_side_stream(|| buffers.step(den, adam, hyper, sync))
                 .map_err(graph_error)?;
         }
         let out = graph
-            .capture(|| buffers.step(den, adam, hyper))
+            .capture(|| buffers.step(den, adam, hyper, sync))
             .map_err(graph_error)?;
         graph.replay().map_err(graph_error)?;
-        self.outputs = Some(out.each_ref().map(Tensor::shallow_clone));
+        self.outputs = Some(out.shallow_clone());
         Ok(out)
     }
 }

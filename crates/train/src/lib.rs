@@ -1,7 +1,10 @@
 //! Training of Gradient-Step and Proximal denoisers.
 //!
 //! - [`config`]: the typed training configuration (`configs/*.json`, `--set` overrides);
-//! - [`trainer`]: the loop (GS loss, Prox penalty, clipping, LR schedule, validation,
+//! - [`step`]: one GS or Prox optimizer step (loss, backward, gradient sync, clipping,
+//!   Adam), the only copy: the trainer, [`graphed`] and the benchmarks call it;
+//!   [`loss`]: the GS denoising loss;
+//! - [`trainer`]: the loop (LR schedule, validation,
 //!   divergence stop, SIGINT / SIGTERM checkpoint) with exact resume, from the newest intact
 //!   checkpoint (`resume`), one trainer per run folder (`run_lock`), signal handling from
 //!   the start (`signals`);
@@ -25,6 +28,7 @@ pub mod config;
 mod error;
 pub mod graphed;
 pub mod logging;
+pub mod loss;
 pub mod noise;
 pub mod overrides;
 pub mod performance;
@@ -34,6 +38,7 @@ mod resume;
 mod run_lock;
 mod signals;
 pub mod spectral;
+pub mod step;
 pub mod tensorboard;
 pub mod trainer;
 pub mod validation;
@@ -41,4 +46,5 @@ pub mod validation;
 pub use adam::{Adam, AdamConfig, DeviceHyper};
 pub use config::{Objective, TrainConfig};
 pub use error::{Result, TrainError};
-pub use trainer::{train, TrainOptions, TrainOutcome};
+pub use step::{GradientSync, GsStep, LocalOnly, NoisyBatch, ProxStep, TrainingStep};
+pub use trainer::{train, train_with, TrainOptions, TrainOutcome};

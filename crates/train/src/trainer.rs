@@ -17,22 +17,22 @@
 use std::path::PathBuf;
 
 use gradstep_data::{validation_set, PatchSampler, SamplerPosition, ValidationSet};
-use gradstep_model::{Checkpoint, Drunet, GradientStepDenoiser, Graph};
-use tch::{Device, Kind, Tensor};
+use gradstep_model::{Checkpoint, Drunet, GradientStepDenoiser};
+use tch::{Device, Kind};
 
 use crate::adam::Adam;
 use crate::checkpoints::{CheckpointStore, TrainingState};
-use crate::config::{Objective, TrainConfig};
+use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::graphed::GraphedStep;
 use crate::logging::{self, StepScalars};
-use crate::noise;
 use crate::noise::NoisePrefetch;
 use crate::performance::Precision;
 use crate::progress::Progress;
 use crate::resume::restore_newest_intact;
 use crate::run_lock::RunLock;
 use crate::signals::StopSignals;
+use crate::step::{GradientSync, LocalOnly, NoisyBatch, TrainingStep};
 use crate::tensorboard::EventWriter;
 use crate::validation::{validate, Validation};
 
@@ -72,6 +72,16 @@ impl TrainOutcome {
 
 /// Trains as `cfg` says; see the module doc.
 pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
+    train_with(cfg, opts, &mut LocalOnly)
+}
+
+/// [`train`] with `sync` averaging the gradients of each step between the backward pass and
+/// clipping ([`crate::step`]): the hook of data-parallel training.
+pub fn train_with(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    sync: &mut dyn GradientSync,
+) -> Result<TrainOutcome> {
     // `TrainConfig::load` validates too; a config built in code is checked here.
     cfg.validate().map_err(TrainError::Config)?;
     let device = opts.device;
@@ -199,6 +209,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     } else {
         None
     };
+    let step = TrainingStep::from_config(cfg);
     let mut last_validation: Option<(u64, Validation)> = None;
     let mut last_saved: Option<(u64, PathBuf)> = None;
     let mut signal = None;
@@ -212,8 +223,11 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
         let clean = sampler.next_batch(device)?;
         let noise = noise_ahead.next(t)?;
         let result = match graphed.as_mut() {
-            Some(g) => g.step(&denoiser, &mut adam, &clean, noise, lr),
-            None => train_step(cfg, &denoiser, &mut adam, &clean, noise, t, lr),
+            Some(g) => g.step(&denoiser, &mut adam, &clean, noise, lr, sync),
+            None => {
+                let batch = NoisyBatch::from_noise(&clean, &noise.0, noise.1)?;
+                step.run(&denoiser, &mut adam, &batch, t, lr, sync)
+            }
         };
         let scalars = match result {
             Ok(s) => s,
@@ -301,102 +315,6 @@ fn due(step: u64, every: u64) -> bool {
     every != 0 && step % every == 0
 }
 
-/// Optimizer step `step` on `clean` with its noise `(ξ, σ)`; the scalars to log.
-/// Nothing is updated when the loss or the gradient is not finite.
-fn train_step(
-    cfg: &TrainConfig,
-    denoiser: &GradientStepDenoiser,
-    adam: &mut Adam,
-    clean: &Tensor,
-    noise: (Tensor, Vec<f64>),
-    step: u64,
-    lr: f64,
-) -> Result<StepScalars> {
-    let (noisy, sigma) = noise::add_noise(clean, &noise.0, noise.1)?;
-    let precision = cfg.performance.precision;
-    let (mse, loss, prox) = match &cfg.objective {
-        Objective::Gs => {
-            let mse = gradstep_model::cuda::autocast(precision, || {
-                denoising_loss(denoiser, clean, &noisy, &sigma)
-            })?;
-            (mse.shallow_clone(), mse, None)
-        }
-        Objective::Prox(p) => {
-            // One graph of ∇g_σ(y) serves both D_σ(y) = y − ∇g_σ(y) and the penalty.
-            let (at, mse) = gradstep_model::cuda::autocast(precision, || -> Result<_> {
-                let at = denoiser.gradient_at(&noisy, &sigma)?;
-                let d = noisy.f_sub(&at.grad().f_to_kind(Kind::Float)?)?;
-                let mse = squared_error(&d, clean)?;
-                Ok((at, mse))
-            })?;
-            // The estimator's start: a pure function of the step's noise seed (same on
-            // CPU and CUDA, nothing to save for an exact resume).
-            let start = crate::prox::start_vector(
-                &noisy.size(),
-                noise::step_seed(cfg.seed, step),
-                clean.device(),
-            )?;
-            let pen = crate::prox::penalty_at(&at, p, Some(&start))?;
-            let mean_pen = pen.penalty.f_mean(Kind::Float)?;
-            let loss = mse.f_add(&mean_pen.f_mul_scalar(p.mu)?)?;
-            let n = pen.norms.len().max(1) as f64;
-            let mean_norm = pen.norms.iter().sum::<f64>() / n;
-            let max_norm = pen.norms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let stats = (
-                mean_pen.f_double_value(&[])?,
-                mean_norm,
-                max_norm,
-                pen.products,
-            );
-            (mse, loss, Some(stats))
-        }
-    };
-    adam.zero_grad()?;
-    loss.f_backward()?;
-    let norm = match cfg.clip_grad_norm {
-        Some(c) => adam.clip_grad_norm_on_device(c)?,
-        None => adam.grad_norm_on_device()?,
-    };
-    let (loss_value, mse_value, grad_norm) = read_step_numbers(&loss, &mse, &norm, "")?;
-    adam.set_lr(lr);
-    adam.step()?;
-    Ok(StepScalars {
-        loss: loss_value,
-        mse: mse_value,
-        lr,
-        grad_norm,
-        steps_per_s: 0.0,
-        prox,
-    })
-}
-
-/// Reads a step's loss, MSE and gradient norm in one transfer (each read waits for the GPU
-/// to drain its queue) and stops training when the loss or the gradient is not finite
-/// (`note` is added to that message).
-pub(crate) fn read_step_numbers(
-    loss: &Tensor,
-    mse: &Tensor,
-    norm: &Tensor,
-    note: &str,
-) -> Result<(f64, f64, f64)> {
-    let one = |t: &Tensor| -> Result<Tensor> {
-        Ok(t.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1])?)
-    };
-    let values = Vec::<f64>::try_from(
-        &Tensor::f_cat(&[one(loss)?, one(mse)?, one(norm)?], 0)?.f_to_device(Device::Cpu)?,
-    )?;
-    let (loss, mse, norm) = (values[0], values[1], values[2]);
-    if !loss.is_finite() {
-        return Err(TrainError::Diverged(format!("loss is {loss}{note}")));
-    }
-    if !norm.is_finite() {
-        return Err(TrainError::Diverged(format!(
-            "gradient norm is {norm}{note}"
-        )));
-    }
-    Ok((loss, mse, norm))
-}
-
 /// Copies a checkpoint's weights into `denoiser` (same architecture required).
 pub(crate) fn copy_weights(
     ckpt: &Checkpoint,
@@ -451,23 +369,4 @@ fn load_validation(cfg: &TrainConfig, messages: &mut Vec<String>) -> Result<Opti
         v.sigmas_255
     ));
     Ok(Some(set))
-}
-
-/// The loss `mean ‖D_σ(y) − x‖²` for a batch (exposed for tests and benchmarks).
-pub fn denoising_loss(
-    denoiser: &GradientStepDenoiser,
-    clean: &Tensor,
-    noisy: &Tensor,
-    sigma: &gradstep_model::Sigma,
-) -> Result<Tensor> {
-    let d = denoiser.denoise(noisy, sigma, Graph::Training)?;
-    squared_error(&d, clean)
-}
-
-/// `mean ‖d − x‖²` in float32 (`d` may come from a bfloat16 autocast region).
-fn squared_error(d: &Tensor, clean: &Tensor) -> Result<Tensor> {
-    Ok(d.f_to_kind(Kind::Float)?
-        .f_sub(clean)?
-        .f_square()?
-        .f_mean(Kind::Float)?)
 }

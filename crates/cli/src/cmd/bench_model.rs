@@ -395,7 +395,7 @@ fn denoising_loss(
     bf16: bool,
 ) -> anyhow::Result<Tensor> {
     Ok(gradstep_model::cuda::bf16_autocast(bf16, || {
-        gradstep_train::trainer::denoising_loss(den, clean, noisy, sigma)
+        gradstep_train::loss::denoising_loss(den, clean, noisy, sigma)
     })?)
 }
 
