@@ -23,6 +23,7 @@ use tch::{Device, Kind};
 use crate::adam::Adam;
 use crate::checkpoints::{CheckpointStore, TrainingState};
 use crate::config::TrainConfig;
+use crate::distributed::DataParallel;
 use crate::error::{Result, TrainError};
 use crate::graphed::GraphedStep;
 use crate::logging::{self, StepScalars};
@@ -82,6 +83,56 @@ pub fn train_with(
     opts: &TrainOptions,
     sync: &mut dyn GradientSync,
 ) -> Result<TrainOutcome> {
+    run(cfg, opts, Team::Alone(sync))
+}
+
+/// [`train`] as one rank of a data-parallel run ([`crate::distributed`]): `data.batch_size`
+/// per rank, gradients averaged over the ranks, rank 0 alone writing checkpoints,
+/// TensorBoard, `config.json` and progress.
+pub fn train_data_parallel(
+    cfg: &TrainConfig,
+    opts: &TrainOptions,
+    ranks: &mut DataParallel,
+) -> Result<TrainOutcome> {
+    run(cfg, opts, Team::Ranks(ranks))
+}
+
+/// Who trains the model: this process alone, or the ranks of a data-parallel run.
+enum Team<'a> {
+    Alone(&'a mut dyn GradientSync),
+    Ranks(&'a mut DataParallel),
+}
+
+impl Team<'_> {
+    fn rank(&self) -> usize {
+        match self {
+            Team::Alone(_) => 0,
+            Team::Ranks(r) => r.rank(),
+        }
+    }
+
+    fn world_size(&self) -> usize {
+        match self {
+            Team::Alone(_) => 1,
+            Team::Ranks(r) => r.world_size(),
+        }
+    }
+
+    /// Rank 0 writes the run folder; the other ranks only read it.
+    fn writes(&self) -> bool {
+        self.rank() == 0
+    }
+
+    fn sync(&mut self) -> &mut dyn GradientSync {
+        match self {
+            Team::Alone(s) => &mut **s,
+            Team::Ranks(r) => &mut **r,
+        }
+    }
+}
+
+fn run(cfg: &TrainConfig, opts: &TrainOptions, mut team: Team<'_>) -> Result<TrainOutcome> {
+    let (rank, world) = (team.rank(), team.world_size());
     // `TrainConfig::load` validates too; a config built in code is checked here.
     cfg.validate().map_err(TrainError::Config)?;
     let device = opts.device;
@@ -92,8 +143,20 @@ pub fn train_with(
     let run_dir = cfg.run_dir();
     let store = CheckpointStore::new(&run_dir, cfg.checkpoint.keep_last);
     // One trainer per run, before anything in the run folder is written or pruned; it also
-    // removes the temporary files of a killed trainer.
-    let (_lock, mut messages) = RunLock::acquire(&run_dir, &[store.dir()])?;
+    // removes the temporary files of a killed trainer. Of a data-parallel run, rank 0.
+    let (_lock, mut messages) = if team.writes() {
+        let (lock, messages) = RunLock::acquire(&run_dir, &[store.dir()])?;
+        (Some(lock), messages)
+    } else {
+        (None, Vec::new())
+    };
+    if cfg.performance.cuda_graph && world > 1 {
+        return Err(TrainError::Config(
+            "performance.cuda_graph cannot be combined with data-parallel training (the \
+             gradient all-reduce is not captured): set it to false"
+                .into(),
+        ));
+    }
     let latest = store.latest()?;
     if !opts.resume {
         if let Some(p) = &latest {
@@ -129,23 +192,40 @@ pub fn train_with(
         noise_seed: cfg.seed,
         sampler: SamplerPosition::default(),
         best_psnr: None,
+        world_size: world as u64,
         config: config_json.clone(),
     };
+    // Rank 0 restores first (it renames damaged checkpoints aside), then the others read
+    // the same newest intact one.
+    if let (Team::Ranks(r), true) = (&mut team, rank != 0 && opts.resume) {
+        r.barrier()?;
+    }
     let restored = if opts.resume {
         restore_newest_intact(&store, cfg, &mut denoiser, &mut adam, device, &mut messages)?
     } else {
         None
     };
+    if let (Team::Ranks(r), true) = (&mut team, rank == 0 && opts.resume) {
+        r.barrier()?;
+    }
     match restored {
         Some((path, saved)) => {
             state = TrainingState {
                 config: config_json.clone(),
+                sampler: crate::distributed::sampler_position_for(
+                    saved.sampler,
+                    saved.world_size,
+                    world as u64,
+                    cfg.data.batch_size as u64,
+                ),
+                world_size: world as u64,
                 ..saved
             };
             messages.push(format!(
-                "resuming from {} (step {})",
+                "resuming from {} (step {}, written by {} rank(s), continuing on {world})",
                 path.display(),
-                state.step
+                state.step,
+                saved.world_size
             ));
         }
         None => {
@@ -162,16 +242,28 @@ pub fn train_with(
             }
         }
     }
+    // Every rank starts from rank 0's weights (identical already: same seed or checkpoint).
+    if let Team::Ranks(r) = &mut team {
+        r.broadcast_from_rank0(&canonical_parameters(&denoiser))?;
+    }
     let interrupted = |during: String| TrainError::Interrupted {
         signal: signals.received().unwrap_or(signal_hook::consts::SIGTERM),
         during,
     };
+    // Each rank draws the global batch of `world · batch_size` patches and trains on its rows.
+    let mut data_cfg = cfg.data.clone();
+    data_cfg.batch_size *= world as i64;
     let mut sampler =
-        match PatchSampler::resume_unless_stopped(&cfg.data, &state.sampler, signals.stop_flag()) {
+        match PatchSampler::resume_unless_stopped(&data_cfg, &state.sampler, signals.stop_flag()) {
             Err(gradstep_data::DataError::Interrupted(what)) => return Err(interrupted(what)),
             other => other?,
         };
-    let validation = load_validation(cfg, &mut messages)?;
+    // Validation runs on rank 0 alone.
+    let validation = if team.writes() {
+        load_validation(cfg, &mut messages)?
+    } else {
+        None
+    };
     if signals.received().is_some() {
         return Err(interrupted(
             "interrupted before the first step: no checkpoint was written".into(),
@@ -185,23 +277,46 @@ pub fn train_with(
         ));
     }
     gradstep_model::cuda::reset_peak(device);
-    let cfg_text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
-    gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
-    let mut events = EventWriter::create(&run_dir)?;
-    logging::log_config(&mut events, &config_json, state.step as i64)?;
+    let mut events = if team.writes() {
+        let cfg_text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
+        gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
+        let mut events = EventWriter::create(&run_dir)?;
+        logging::log_config(&mut events, &config_json, state.step as i64)?;
+        Some(events)
+    } else {
+        None
+    };
 
-    let progress = Progress::new(state.step, cfg.steps, opts.quiet);
-    for m in &messages {
-        progress.message(m);
+    let progress = Progress::new(state.step, cfg.steps, opts.quiet || !team.writes());
+    if world > 1 {
+        messages.push(format!(
+            "data-parallel: {world} ranks, batch {} per rank ({} per step)",
+            cfg.data.batch_size,
+            cfg.data.batch_size * world as i64
+        ));
     }
-    progress.message(&format!(
+    // Of a data-parallel run, rank 0 alone speaks for the run.
+    let say = |m: &str| {
+        if rank == 0 {
+            progress.message(m)
+        }
+    };
+    for m in &messages {
+        say(m);
+    }
+    say(&format!(
         "training {} ({} parameters) on {device:?}; logs in {}",
         cfg.name,
         cfg.model.parameter_count(),
         run_dir.display()
     ));
     let d = &cfg.data;
-    let batch_shape = [d.batch_size, d.channels, d.patch_size, d.patch_size];
+    let batch_shape = [
+        d.batch_size * world as i64,
+        d.channels,
+        d.patch_size,
+        d.patch_size,
+    ];
     let mut noise_ahead =
         NoisePrefetch::start(batch_shape, cfg.noise.clone(), cfg.seed, state.step, device);
     let mut graphed = if cfg.performance.cuda_graph {
@@ -213,20 +328,36 @@ pub fn train_with(
     let mut last_validation: Option<(u64, Validation)> = None;
     let mut last_saved: Option<(u64, PathBuf)> = None;
     let mut signal = None;
+    let parameters = canonical_parameters(&denoiser);
     while state.step < cfg.steps {
         signal = signals.received();
+        if let Team::Ranks(r) = &mut team {
+            // A signal to any rank stops every rank before the same step.
+            let any = r.max_flag(i64::from(signal.unwrap_or(0)))?;
+            signal = (any > 0).then_some(any as i32);
+        }
         if signal.is_some() {
             break;
         }
         let t = state.step;
         let lr = cfg.schedule.lr(cfg.optimizer.lr, t);
-        let clean = sampler.next_batch(device)?;
-        let noise = noise_ahead.next(t)?;
+        let mut clean = sampler.next_batch(device)?;
+        let mut noise = noise_ahead.next(t)?;
+        if world > 1 {
+            // This rank's rows of the global batch.
+            let b = d.batch_size;
+            let first = rank as i64 * b;
+            clean = clean.f_narrow(0, first, b)?;
+            noise.0 = noise.0.f_narrow(0, first, b)?;
+            if noise.1.len() > 1 {
+                noise.1 = noise.1[first as usize..(first + b) as usize].to_vec();
+            }
+        }
         let result = match graphed.as_mut() {
-            Some(g) => g.step(&denoiser, &mut adam, &clean, noise, lr, sync),
+            Some(g) => g.step(&denoiser, &mut adam, &clean, noise, lr, team.sync()),
             None => {
                 let batch = NoisyBatch::from_noise(&clean, &noise.0, noise.1)?;
-                step.run(&denoiser, &mut adam, &batch, t, lr, sync)
+                step.run(&denoiser, &mut adam, &batch, t, lr, team.sync())
             }
         };
         let scalars = match result {
@@ -247,12 +378,26 @@ pub fn train_with(
         state.lr = cfg.schedule.lr(cfg.optimizer.lr, state.step);
         state.sampler = sampler.position();
         let log_now = due(state.step, cfg.log.every) || state.step == cfg.steps;
-        if log_now {
+        let mut scalars = scalars;
+        if let (Team::Ranks(r), true) = (&mut team, log_now) {
+            // The logged loss is the global batch's (the mean of the ranks'); the Prox norm
+            // estimate the largest of any rank.
+            let mean = r.reduce_scalars(
+                &[scalars.loss, scalars.mse],
+                gradstep_dist::ReduceOp::Average,
+            )?;
+            (scalars.loss, scalars.mse) = (mean[0], mean[1]);
+            if let Some((pen, mean_norm, max_norm, products)) = scalars.prox {
+                let max = r.reduce_scalars(&[max_norm], gradstep_dist::ReduceOp::Max)?;
+                scalars.prox = Some((pen, mean_norm, max[0], products));
+            }
+        }
+        if let (Some(events), true) = (events.as_mut(), log_now) {
             let s = StepScalars {
                 steps_per_s: progress.rate(state.step),
                 ..scalars.clone()
             };
-            logging::log_step(&mut events, state.step as i64, &s, device)?;
+            logging::log_step(events, state.step as i64, &s, device)?;
             // The next logged peak is that of the next logging interval.
             gradstep_model::cuda::reset_peak(device);
         }
@@ -267,9 +412,9 @@ pub fn train_with(
         let mut is_best = false;
         let validate_now = cfg.validation.every > 0
             && (due(state.step, cfg.validation.every) || state.step == cfg.steps);
-        if let (Some(set), true) = (&validation, validate_now) {
+        if let (Some(set), Some(events), true) = (&validation, events.as_mut(), validate_now) {
             let v = validate(&denoiser, set, cfg.validation.batch_size, device)?;
-            logging::log_validation(&mut events, state.step as i64, &v, cfg.log.images)?;
+            logging::log_validation(events, state.step as i64, &v, cfg.log.images)?;
             progress.message(&logging::validation_summary(state.step, &v));
             let mean = v.mean_denoiser_psnr();
             if state.best_psnr.is_none_or(|b| mean > b) {
@@ -278,23 +423,42 @@ pub fn train_with(
             }
             last_validation = Some((state.step, v));
         }
+        if let (Team::Ranks(r), true) = (&mut team, due(state.step, cfg.checkpoint.every)) {
+            r.check_identical(&parameters, state.step)?;
+        }
         if due(state.step, cfg.checkpoint.every) || state.step == cfg.steps || is_best {
-            let path = store.save(&denoiser, cfg, &adam, &state, is_best)?;
+            let path = if team.writes() {
+                store.save(&denoiser, cfg, &adam, &state, is_best)?
+            } else {
+                store.step_path(state.step)
+            };
             last_saved = Some((state.step, path));
         }
     }
     let checkpoint = match last_saved {
         Some((s, p)) if s == state.step => p,
-        _ => store.save(&denoiser, cfg, &adam, &state, false)?,
+        _ if team.writes() => store.save(&denoiser, cfg, &adam, &state, false)?,
+        _ => store.step_path(state.step),
     };
     progress.finish();
-    events.hparams_end(signal.is_none())?;
+    if let Some(events) = events.as_mut() {
+        events.hparams_end(signal.is_none())?;
+    }
+    if let (Team::Ranks(r), true) = (&team, rank == 0) {
+        if let Some((seconds, megabytes)) = r.comm_per_step() {
+            progress.message(&format!(
+                "communication: {:.2} ms per step in collectives, {megabytes:.1} MB of gradients all-reduced per step ({world} ranks, {})",
+                seconds * 1e3,
+                r.backend_name()
+            ));
+        }
+    }
     let how = if signal.is_some() {
         "interrupted"
     } else {
         "finished"
     };
-    progress.message(&format!(
+    say(&format!(
         "{how} at step {}; checkpoint {}",
         state.step,
         checkpoint.display()
@@ -306,6 +470,18 @@ pub fn train_with(
         validation: last_validation.map(|(_, v)| v),
         best_psnr: state.best_psnr,
     })
+}
+
+/// The denoiser's parameters in a fixed order (by name), the same on every rank.
+fn canonical_parameters(denoiser: &GradientStepDenoiser) -> Vec<tch::Tensor> {
+    let mut named: Vec<_> = denoiser
+        .network()
+        .var_store()
+        .variables()
+        .into_iter()
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
 }
 
 /// Whether `step` is a multiple of `every` (`u64::is_multiple_of` needs Rust 1.87, the
