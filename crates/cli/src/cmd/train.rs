@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use gradstep_dist::{Backend, LaunchEnv, ProcessGroup, Rendezvous};
+use gradstep_dist::{Backend, LaunchEnv, Launcher, ProcessGroup, Rendezvous};
 use gradstep_train::{
     train, train_data_parallel, DataParallel, TrainConfig, TrainError, TrainOptions,
 };
@@ -186,6 +186,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         cfg.name, l.rank, l.world_size
                     )
                 })?;
+            // One line per rank: under srun or torchrun, the log shows that every rank joined.
+            eprintln!(
+                "gradstep: rank {} of {} joined ({} at {rendezvous}, {device:?}, {})",
+                l.rank,
+                l.world_size,
+                match l.launcher {
+                    Launcher::Slurm => "slurm",
+                    Launcher::Torchrun => "torchrun variables",
+                },
+                backend.name()
+            );
             Some(DataParallel::new(group))
         }
     };
