@@ -76,27 +76,6 @@ pub fn centre_crop(x: &tch::Tensor, crop: i64) -> anyhow::Result<tch::Tensor> {
         .f_contiguous()?)
 }
 
-/// GPU names from `nvidia-smi` (libtorch's C API does not expose device properties).
-pub fn gpu_names() -> Vec<String> {
-    std::process::Command::new("nvidia-smi")
-        .args(["--query-gpu=name", "--format=csv,noheader"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The name of CUDA device `index`, if `nvidia-smi` knows it.
-pub fn gpu_name(index: usize) -> Option<String> {
-    gpu_names().into_iter().nth(index)
-}
-
 /// SSIM of one image against its reference, or `None` when the image is smaller than SSIM's
 /// window (PSNR is still defined there and reported alone).
 pub fn ssim_if_defined(x: &tch::Tensor, reference: &tch::Tensor) -> anyhow::Result<Option<f64>> {
@@ -138,21 +117,8 @@ impl RunOptions {
             precision: self.precision,
             memory_format: self
                 .memory_format
-                .unwrap_or_else(|| default_memory_format(device)),
+                .unwrap_or_else(|| MemoryFormat::default_for(device)),
         }
-    }
-}
-
-/// The layout inference uses unless told otherwise. On CUDA, channels-last: cuDNN's
-/// tensor-core convolutions are NHWC, and in NCHW it transposes around them. Measured on an
-/// H100 (2026-11-26, `gradstep bench pnp`): GS-PnP deblurring of CBSD10 went from 2.79 to
-/// 4.17 restorations/s in fp32, max |ΔPSNR| 6e-3 dB (TF32 algorithms differ by layout), and
-/// ∇g of a 256² image from 4.6 to 2.9 ms. On the CPU nothing was measured: NCHW stays.
-pub fn default_memory_format(device: Device) -> MemoryFormat {
-    if device.is_cuda() {
-        MemoryFormat::ChannelsLast
-    } else {
-        MemoryFormat::Contiguous
     }
 }
 

@@ -103,9 +103,10 @@ fn max_relative_diff(a: &Checkpoint, b: &Checkpoint) -> f64 {
 }
 
 fn step_files(root: &Path, name: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("runs").join(name).join("checkpoints"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(root.join("runs").join(name).join("checkpoints"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
     files.retain(|p| {
         p.file_name()
             .and_then(|n| n.to_str())
@@ -116,7 +117,10 @@ fn step_files(root: &Path, name: &str) -> Vec<PathBuf> {
 }
 
 /// Waits for `child` at most `limit`; its status and the time it took.
-fn wait_at_most(child: &mut Child, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+fn wait_at_most(
+    child: &mut Child,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, Duration) {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Some(status) = child.try_wait().unwrap() {
@@ -131,8 +135,14 @@ fn wait_at_most(child: &mut Child, limit: Duration) -> (Option<std::process::Exi
 fn wait_for_checkpoint(root: &Path, child: &mut Child) {
     let start = Instant::now();
     while step_files(root, "dp").is_empty() {
-        assert!(child.try_wait().unwrap().is_none(), "the run ended before a checkpoint");
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after 2 minutes");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before a checkpoint"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint after 2 minutes"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -177,17 +187,30 @@ fn two_ranks_equal_one_process_with_twice_the_batch_and_resume_exactly() {
         stdout.contains("communication: ") && stdout.contains("(2 ranks, gloo)"),
         "{stdout}"
     );
-    run(&cfg, &["--set", "name=single", "--set", "data.batch_size=4"]);
+    run(
+        &cfg,
+        &["--set", "name=single", "--set", "data.batch_size=4"],
+    );
     let two = checkpoint(root, "dp", 4);
     let single = checkpoint(root, "single", 4);
     let diff = max_relative_diff(&two, &single);
-    assert!(diff < 1e-5, "2 ranks × 2 vs 1 × 4: relative difference {diff}");
+    assert!(
+        diff < 1e-5,
+        "2 ranks × 2 vs 1 × 4: relative difference {diff}"
+    );
 
     // 2 + 2 steps with a resume in between, on 2 ranks: bitwise the straight run.
-    run(&cfg, &["--nproc", "2", "--set", "name=split", "--set", "steps=2"]);
+    run(
+        &cfg,
+        &["--nproc", "2", "--set", "name=split", "--set", "steps=2"],
+    );
     run(&cfg, &["--nproc", "2", "--set", "name=split", "--resume"]);
     let split = checkpoint(root, "split", 4);
-    assert_eq!(max_relative_diff(&two, &split), 0.0, "resume on the same ranks is exact");
+    assert_eq!(
+        max_relative_diff(&two, &split),
+        0.0,
+        "resume on the same ranks is exact"
+    );
 }
 
 #[test]
@@ -206,7 +229,11 @@ fn a_sigterm_stops_both_ranks_and_the_run_resumes_on_one_and_on_two() {
     // SAFETY: signals the child started above, not yet reaped.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let (status, _) = wait_at_most(&mut child, Duration::from_secs(60));
-    assert_eq!(status.and_then(|s| s.code()), Some(143), "exit as SIGTERM'd");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(143),
+        "exit as SIGTERM'd"
+    );
     let last = step_files(root, "dp").pop().unwrap();
     let stopped = last
         .file_stem()
@@ -222,7 +249,9 @@ fn a_sigterm_stops_both_ranks_and_the_run_resumes_on_one_and_on_two() {
     let out = run(&cfg, &["--resume", "--set", &one]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains(&format!("(step {stopped}, written by 2 rank(s), continuing on 1)")),
+        said.contains(&format!(
+            "(step {stopped}); written by 2 rank(s), continuing on 1"
+        )),
         "{said}"
     );
     checkpoint(root, "dp", stopped + 2);
@@ -230,7 +259,10 @@ fn a_sigterm_stops_both_ranks_and_the_run_resumes_on_one_and_on_two() {
     let out = run(&cfg, &["--nproc", "2", "--resume", "--set", &two]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains(&format!("(step {}, written by 1 rank(s), continuing on 2)", stopped + 2)),
+        said.contains(&format!(
+            "(step {}); written by 1 rank(s), continuing on 2",
+            stopped + 2
+        )),
         "{said}"
     );
     checkpoint(root, "dp", stopped + 4);

@@ -1,9 +1,11 @@
 //! The typed training configuration (one JSON file, every field documented in
 //! `configs/README.md`; unknown fields are errors at every level).
 //!
-//! Loss of the GS objective, per batch of clean patches `x` and noise `ξ ~ N(0, I)`:
-//! `L(θ) = mean ‖D_σ(x + σξ) − x‖²` (mean over pixels, as `nn.MSELoss` in the reference),
-//! plus `μ · mean_b penalty_b` for the Prox objective (`crate::prox`).
+//! [`TrainConfig`] composes the settings each part owns: the noise (`crate::noise`), the
+//! Prox penalty (`crate::prox`), Adam (`crate::adam`), the performance switches
+//! (`crate::performance`), the patches (`gradstep_data`) and the architecture
+//! (`gradstep_model`); the schedule, validation, checkpoint and log settings are here. The
+//! objective's loss is in `crate::loss` and `crate::step`.
 use std::path::{Path, PathBuf};
 
 use gradstep_data::PatchSamplerConfig;
@@ -11,14 +13,13 @@ use gradstep_model::{DenoiserKind, DrunetConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::adam::AdamConfig;
+use crate::bounds::{in_range, in_range_open};
 use crate::error::{Result, TrainError};
+pub use crate::noise::{NoiseConfig, MAX_SIGMA_255};
 use crate::overrides;
 use crate::performance::{PerformanceConfig, Precision};
 use crate::prox::ProxPenaltyConfig;
 
-/// Largest noise level on the 0–255 scale (`noise.*`, `validation.sigmas_255`): the
-/// whole range of the pixels.
-pub const MAX_SIGMA_255: f64 = 255.0;
 /// Largest `optimizer.lr`: Adam moves every weight by about `lr` per step, so a larger one
 /// cannot train anything.
 pub const MAX_LR: f64 = 1.0;
@@ -34,50 +35,6 @@ pub const MAX_BLOCKS: usize = 64;
 pub const MAX_VALIDATION_CROP: i64 = 16384;
 /// Largest `validation.batch_size`.
 pub const MAX_VALIDATION_BATCH: i64 = 4096;
-
-/// `v` for a message: plain for ordinary magnitudes, in scientific notation otherwise
-/// (`1e308`, not 309 digits).
-pub(crate) fn show(v: f64) -> String {
-    if v != 0.0 && v.is_finite() && !(1e-4..1e6).contains(&v.abs()) {
-        format!("{v:e}")
-    } else {
-        v.to_string()
-    }
-}
-
-/// `field` must be finite, above `lo` (or equal to it unless `lo_open`) and at most `hi`.
-fn in_range(
-    field: &str,
-    v: f64,
-    lo: f64,
-    lo_open: bool,
-    hi: f64,
-) -> std::result::Result<(), String> {
-    let above = if lo_open { v > lo } else { v >= lo };
-    if above && v <= hi {
-        return Ok(());
-    }
-    let bracket = if lo_open { "(" } else { "[" };
-    Err(format!(
-        "{field} must be a number in {bracket}{}, {}], got {}",
-        show(lo),
-        show(hi),
-        show(v)
-    ))
-}
-
-/// `field` must be in `[lo, hi)`.
-fn in_range_open(field: &str, v: f64, lo: f64, hi: f64) -> std::result::Result<(), String> {
-    if v >= lo && v < hi {
-        return Ok(());
-    }
-    Err(format!(
-        "{field} must be a number in [{}, {}), got {}",
-        show(lo),
-        show(hi),
-        show(v)
-    ))
-}
 
 /// Why `performance.cuda_graph` is refused with the Prox objective.
 pub(crate) const CUDA_GRAPH_GS_ONLY: &str = "performance.cuda_graph works for the GS objective only (the Prox penalty reads its estimates back at every step)";
@@ -149,28 +106,6 @@ impl Objective {
         match self {
             Objective::Gs => DenoiserKind::Gs,
             Objective::Prox(_) => DenoiserKind::Prox,
-        }
-    }
-}
-
-/// The noise level drawn for each training step: `σ ~ U[min, max] / 255`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NoiseConfig {
-    /// Lower bound of `σ` on the 0–255 scale.
-    pub sigma_min_255: f64,
-    /// Upper bound of `σ` on the 0–255 scale.
-    pub sigma_max_255: f64,
-    /// One `σ` per image instead of one per batch (the reference draws one per batch).
-    pub per_image: bool,
-}
-
-impl Default for NoiseConfig {
-    fn default() -> Self {
-        NoiseConfig {
-            sigma_min_255: 0.0,
-            sigma_max_255: 50.0,
-            per_image: false,
         }
     }
 }
@@ -370,28 +305,7 @@ impl TrainConfig {
                 self.data.channels, self.model.channels
             ));
         }
-        let n = &self.noise;
-        in_range(
-            "noise.sigma_min_255",
-            n.sigma_min_255,
-            0.0,
-            false,
-            MAX_SIGMA_255,
-        )?;
-        in_range(
-            "noise.sigma_max_255",
-            n.sigma_max_255,
-            0.0,
-            false,
-            MAX_SIGMA_255,
-        )?;
-        if n.sigma_min_255 > n.sigma_max_255 {
-            return Err(format!(
-                "noise.sigma_min_255 = {} exceeds noise.sigma_max_255 = {}",
-                show(n.sigma_min_255),
-                show(n.sigma_max_255)
-            ));
-        }
+        self.noise.validate()?;
         let o = &self.optimizer;
         in_range("optimizer.lr", o.lr, 0.0, true, MAX_LR)?;
         in_range_open("optimizer.beta1", o.beta1, 0.0, 1.0)?;

@@ -1,4 +1,5 @@
-//! The GS training step captured once in a CUDA graph and replayed
+//! The GS training step ([`GsStep::run_on_device`], the trainer's step with Adam's
+//! hyper-parameters on the device) captured once in a CUDA graph and replayed
 //! (`performance.cuda_graph`): one launch per step instead of ~1,400, and no host read
 //! inside the step.
 //!

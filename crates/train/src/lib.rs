@@ -24,6 +24,8 @@
 #![deny(missing_docs)]
 
 pub mod adam;
+mod bookkeeping;
+mod bounds;
 pub mod checkpoints;
 pub mod config;
 pub mod distributed;
@@ -38,6 +40,7 @@ pub mod progress;
 pub mod prox;
 mod resume;
 mod run_lock;
+mod setup;
 mod signals;
 pub mod spectral;
 pub mod step;

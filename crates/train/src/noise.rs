@@ -19,8 +19,65 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::NoiseConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::bounds::{in_range, show};
 use crate::error::{Result, TrainError};
+
+/// Largest noise level on the 0–255 scale (`noise.*`, `validation.sigmas_255`): the
+/// whole range of the pixels.
+pub const MAX_SIGMA_255: f64 = 255.0;
+
+/// The noise level drawn for each training step: `σ ~ U[min, max] / 255`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoiseConfig {
+    /// Lower bound of `σ` on the 0–255 scale.
+    pub sigma_min_255: f64,
+    /// Upper bound of `σ` on the 0–255 scale.
+    pub sigma_max_255: f64,
+    /// One `σ` per image instead of one per batch (the reference draws one per batch).
+    pub per_image: bool,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        NoiseConfig {
+            sigma_min_255: 0.0,
+            sigma_max_255: 50.0,
+            per_image: false,
+        }
+    }
+}
+
+impl NoiseConfig {
+    /// Checks `0 ≤ sigma_min_255 ≤ sigma_max_255 ≤ MAX_SIGMA_255`; the message names the
+    /// field (`noise.…`).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        in_range(
+            "noise.sigma_min_255",
+            self.sigma_min_255,
+            0.0,
+            false,
+            MAX_SIGMA_255,
+        )?;
+        in_range(
+            "noise.sigma_max_255",
+            self.sigma_max_255,
+            0.0,
+            false,
+            MAX_SIGMA_255,
+        )?;
+        if self.sigma_min_255 > self.sigma_max_255 {
+            return Err(format!(
+                "noise.sigma_min_255 = {} exceeds noise.sigma_max_255 = {}",
+                show(self.sigma_min_255),
+                show(self.sigma_max_255)
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// Held while torch's global CPU generator is seeded and drawn from, so that two draws in
 /// one process (parallel tests, a validation thread) cannot interleave between the seed and

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::config::show;
+use crate::bounds::show;
 use crate::error::{Result, TrainError};
 pub use crate::spectral::SpectralEstimator;
 use crate::spectral::{self, batch_dot};

@@ -13,13 +13,12 @@
 use std::path::{Path, PathBuf};
 
 use gradstep_model::{Checkpoint, GradientStepDenoiser, ModelError};
-use tch::Device;
+use tch::{Device, Kind};
 
 use crate::adam::Adam;
 use crate::checkpoints::{training_state, CheckpointStore, TrainingState};
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::trainer::copy_weights;
 
 /// Suffix given to the damaged checkpoints skipped on the way to an intact one.
 pub const DAMAGED_SUFFIX: &str = "corrupt";
@@ -151,4 +150,29 @@ fn file_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Copies a checkpoint's weights into `denoiser` (same architecture required).
+pub(crate) fn copy_weights(
+    ckpt: &Checkpoint,
+    denoiser: &mut GradientStepDenoiser,
+    device: Device,
+    path: &std::path::Path,
+) -> Result<()> {
+    if &ckpt.model.architecture != denoiser.network().config() {
+        return Err(TrainError::Config(format!(
+            "{}: architecture {:?} differs from the config's {:?}",
+            path.display(),
+            ckpt.model.architecture,
+            denoiser.network().config()
+        )));
+    }
+    let loaded = ckpt.denoiser(device, Kind::Float, path)?;
+    let src = loaded.network().var_store().variables();
+    for (name, mut dst) in denoiser.network().var_store().variables() {
+        if let Some(s) = src.get(&name) {
+            tch::no_grad(|| dst.f_copy_(s))?;
+        }
+    }
+    Ok(())
 }

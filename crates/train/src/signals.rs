@@ -66,6 +66,15 @@ impl StopSignals {
         }
     }
 
+    /// The error of a run stopped before its first step by the first signal received
+    /// (SIGTERM when asked before any arrived), `during` saying what was interrupted.
+    pub fn interrupted(&self, during: String) -> TrainError {
+        TrainError::Interrupted {
+            signal: self.received().unwrap_or(SIGTERM),
+            during,
+        }
+    }
+
     /// Set once a signal has arrived: for operations that poll (the cache build).
     pub fn stop_flag(&self) -> &'static AtomicBool {
         &STOP

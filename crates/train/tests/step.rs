@@ -1,10 +1,11 @@
 //! The shared training step ([`gradstep_train::step`]): the gradient-sync hook sees every
 //! gradient once per step, between backward and the update, and what it writes is what Adam
-//! uses; the GS and Prox steps of a config are the ones the trainer runs.
+//! uses; the GS and Prox steps of a config are the ones the trainer runs, and the
+//! benchmarks' steps (`gradstep_bench::train_step`) give the trainer's weights bitwise.
 //! On the CPU with libtorch on one thread (see `training.rs`).
 use std::sync::{Mutex, MutexGuard};
 
-use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
+use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser, Precision};
 use gradstep_train::prox::ProxPenaltyConfig;
 use gradstep_train::step::{GradientSync, GsStep, LocalOnly, NoisyBatch, ProxStep, TrainingStep};
 use gradstep_train::{Adam, AdamConfig, TrainConfig, TrainError};
@@ -163,4 +164,97 @@ fn the_config_chooses_the_step() {
     };
     assert_eq!(&step.penalty, penalty);
     assert_eq!((step.seed, step.clip_grad_norm), (9, Some(0.01)));
+}
+
+/// The denoiser and Adam of `cfg`, as the trainer builds them (weights from `cfg.seed`).
+fn model_of(cfg: &TrainConfig) -> (GradientStepDenoiser, Adam) {
+    tch::manual_seed(cfg.seed as i64);
+    let net = Drunet::new(&cfg.model, Device::Cpu).unwrap();
+    let den = GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method.into());
+    let params = den.network().var_store().variables().into_iter().collect();
+    let adam = Adam::new(params, cfg.optimizer).unwrap();
+    (den, adam)
+}
+
+/// Adam's moments, flattened and concatenated in name order.
+fn moments(adam: &Adam) -> Tensor {
+    let (state, _) = adam.state().unwrap();
+    let parts: Vec<Tensor> = state.values().map(|t| t.reshape([-1])).collect();
+    Tensor::cat(&parts, 0)
+}
+
+/// Issue 16: a benchmark that times something other than what training runs measures
+/// nothing. From the same state (weights, Adam, batch, noise), one step of the benchmarks'
+/// GS step and Prox step gives bitwise the weights and moments of one step of the trainer's
+/// step for the shipped configs (tiny widths, so that it runs on the CPU).
+#[test]
+fn the_benchmark_steps_give_the_trainer_steps_weights_bitwise() {
+    let _serial = serial();
+    let path = |name: &str| format!("{}/../../configs/{name}", env!("CARGO_MANIFEST_DIR"));
+    let tiny = [
+        "model.widths=[8,16,32,64]".to_string(),
+        "model.blocks=1".into(),
+    ];
+    let gs = TrainConfig::load(path("gs-drunet.json").as_ref(), &tiny).unwrap();
+    let prox = TrainConfig::load(path("prox-drunet.json").as_ref(), &tiny).unwrap();
+    tch::manual_seed(21);
+    let clean = Tensor::rand([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let xi = Tensor::randn([2, 3, 16, 16], (Kind::Float, Device::Cpu));
+    let sigma = gradstep_bench::train_step::SIGMA;
+    for cfg in [&gs, &prox] {
+        let (den_trainer, mut adam_trainer) = model_of(cfg);
+        let (den_bench, mut adam_bench) = model_of(cfg);
+        assert!(weights(&den_trainer).equal(&weights(&den_bench)));
+        let batch = NoisyBatch::from_noise(&clean, &xi, vec![sigma]).unwrap();
+        let lr = cfg.schedule.lr(cfg.optimizer.lr, 0);
+        let trained = TrainingStep::from_config(cfg)
+            .run(
+                &den_trainer,
+                &mut adam_trainer,
+                &batch,
+                0,
+                lr,
+                &mut LocalOnly,
+            )
+            .unwrap();
+        let benched = match &cfg.objective {
+            gradstep_train::Objective::Gs => gradstep_bench::train_step::gs_step(
+                &den_bench,
+                &mut adam_bench,
+                &clean,
+                &xi,
+                sigma,
+                Precision::Fp32,
+            ),
+            gradstep_train::Objective::Prox(penalty) => gradstep_bench::train_step::prox_step(
+                &den_bench,
+                &mut adam_bench,
+                &clean,
+                &xi,
+                sigma,
+                penalty,
+                0,
+            ),
+        }
+        .unwrap();
+        let name = &cfg.name;
+        assert_eq!(trained.loss.to_bits(), benched.loss.to_bits(), "{name}");
+        assert_eq!(
+            trained.grad_norm.to_bits(),
+            benched.grad_norm.to_bits(),
+            "{name}"
+        );
+        assert_eq!(trained.prox.is_some(), name == "prox-drunet");
+        assert!(
+            weights(&den_trainer).equal(&weights(&den_bench)),
+            "{name}: the weights differ"
+        );
+        assert!(
+            moments(&adam_trainer).equal(&moments(&adam_bench)),
+            "{name}: Adam's moments differ"
+        );
+        // And the step did train.
+        let (fresh, _) = model_of(cfg);
+        assert!(!weights(&fresh).equal(&weights(&den_trainer)), "{name}");
+    }
 }

@@ -1,5 +1,4 @@
 //! `gradstep info`: what libtorch sees on this machine.
-use crate::common;
 use tch::Cuda;
 
 /// Prints libtorch's version, CUDA / cuDNN status, the GPUs and the CPU threads.
@@ -19,7 +18,11 @@ pub fn run() -> anyhow::Result<()> {
     if Cuda::is_available() {
         let n = Cuda::device_count();
         println!("cuda: available, {n} device(s)");
-        for (i, name) in common::gpu_names().iter().enumerate().take(n as usize) {
+        for (i, name) in gradstep_bench::setup::gpu_names()
+            .iter()
+            .enumerate()
+            .take(n as usize)
+        {
             println!("  cuda:{i}: {name}");
         }
         if Cuda::cudnn_is_available() {

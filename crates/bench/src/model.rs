@@ -1,57 +1,63 @@
 //! `gradstep bench model`: `∇g_σ` of one 256² colour image and one GS training step
 //! (batch 16 of 128², Adam with clipping) on the full model, in every variant (gradient
 //! method, precision, layout, CUDA graph), beside the PyTorch anchor run in the same call.
-//! The headline row is the `performance` section of the training config users run.
+//! The headline row is the `performance` section of the training config users run. The
+//! step timed is the trainer's ([`crate::train_step::gs_step`]: loss, backward, clipping on
+//! the device, Adam), the CUDA-graph rows its device-resident form.
 use std::path::PathBuf;
 
-use anyhow::bail;
 use gradstep_model::{
     Activation, Drunet, DrunetConfig, GradMethod, GradientStepDenoiser, Graph, MemoryFormat,
     Precision, Sigma,
 };
+use gradstep_train::step::{GsStep, LocalOnly, NoisyBatch};
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::bench::{architecture, bench_device, gib, run_anchor, time_ms};
+use crate::anchor::{metric, run_anchor};
+use crate::error::{BenchError, Result};
+use crate::setup::{announce_device, architecture};
+use crate::timing::{gib, time_ms};
+use crate::train_step::{gs_step, CLIP_GRAD_NORM, SIGMA};
 
-/// Arguments of `gradstep bench model`.
-#[derive(Debug, clap::Args)]
-pub struct ModelArgs {
-    /// cpu, cuda or cuda:N (default: CUDA when available).
-    #[arg(long)]
-    device: Option<String>,
+/// Options of `gradstep bench model`.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct ModelOptions {
     /// Timed repetitions (median reported); default 20 on a GPU, 2 on the CPU.
-    #[arg(long)]
-    reps: Option<usize>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub reps: Option<usize>,
     /// `anchor_deepinv.py` to run in the same call for the PyTorch numbers.
-    #[arg(long)]
-    anchor: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub anchor: Option<PathBuf>,
     /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
-    #[arg(long, default_value = "python3")]
-    anchor_python: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, default_value = "python3"))]
+    pub anchor_python: PathBuf,
     /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
-    #[arg(long)]
-    tiny: bool,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub tiny: bool,
     /// Training config whose `performance` section is the headline row (what `make
     /// train-gs` runs); the other rows are printed beside it.
-    #[arg(long, default_value = "configs/gs-drunet.json")]
-    config: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, default_value = "configs/gs-drunet.json"))]
+    pub config: PathBuf,
 }
 
-/// Runs the benchmark.
-pub fn run(a: ModelArgs) -> anyhow::Result<()> {
-    let device = bench_device(a.device.as_deref(), "; --tiny --reps 1 keeps it short")?;
+/// Runs the benchmark on `device`, printing its rows.
+pub fn run(a: &ModelOptions, device: Device) -> Result<()> {
+    announce_device(device, "; --tiny --reps 1 keeps it short");
     let gpu = device.is_cuda();
     let reps = a.reps.unwrap_or(if gpu { 20 } else { 2 });
     let warm = if gpu { 3 } else { 1 };
     if a.tiny && a.anchor.is_some() {
-        bail!("--anchor times the full model: drop --tiny");
+        return Err(BenchError::Options(
+            "--anchor times the full model: drop --tiny".into(),
+        ));
     }
     let arch = architecture(a.tiny, Activation::Elu);
     tch::manual_seed(0);
     let net = Drunet::new(&arch, device)?;
     let mut den = GradientStepDenoiser::new(net);
-    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let sigma = Sigma::Scalar(SIGMA);
     let x = Tensor::f_rand([1, 3, 256, 256], (Kind::Float, device))?;
     let xb = Tensor::f_rand([16, 3, 128, 128], (Kind::Float, device))?;
     let mut rows = Vec::new();
@@ -134,7 +140,7 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
         den.network_mut().set_memory_format(layout)?;
         gradstep_model::cuda::reset_peak(device);
         let grad_ms = time_ms(device, warm, reps, || {
-            gradstep_model::cuda::bf16_autocast(bf16, || -> anyhow::Result<()> {
+            gradstep_model::cuda::bf16_autocast(bf16, || -> Result<()> {
                 den.grad(&x, &sigma, Graph::Inference)?
                     .f_sum(Kind::Float)?
                     .f_double_value(&[])?;
@@ -147,7 +153,9 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
         let train_reps = if gpu { reps } else { 1 };
         gradstep_model::cuda::reset_peak(device);
         let step_ms = time_ms(device, warm, train_reps, || {
-            gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
+            let xi = xb.f_randn_like()?;
+            gs_step(&den, &mut adam, &xb, &xi, SIGMA, precision_of(bf16))?;
+            Ok(())
         })?;
         let step_peak = gradstep_model::cuda::peak_allocated(device);
         let cfg = den.network().config();
@@ -161,7 +169,7 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
         rows.push((label, grad_ms, step_ms, is_headline));
     }
     let Some(&(head_label, ours_grad, ours_step, _)) = rows.iter().find(|r| r.3) else {
-        bail!("no benchmark row ran");
+        return Err(BenchError::Failed("no benchmark row ran".into()));
     };
     println!(
         "headline: {head_label} (the `performance` of {})",
@@ -183,7 +191,7 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
         // What a 16-bit inference precision costs in ∇g (the PyTorch figures:
         // 1.5e-3 in bf16, 1.7e-4 in fp16); `bench pnp` gives the cost in PSNR.
         let reference = den.grad(&x, &sigma, Graph::Inference)?;
-        let error = |p: Precision| -> anyhow::Result<f64> {
+        let error = |p: Precision| -> Result<f64> {
             let g = gradstep_model::cuda::autocast(p, || den.grad(&x, &sigma, Graph::Inference))?;
             Ok(g.f_sub(&reference)?.f_norm()?.f_double_value(&[])?
                 / reference.f_norm()?.f_double_value(&[])?)
@@ -206,9 +214,13 @@ pub fn run(a: ModelArgs) -> anyhow::Result<()> {
         device,
         &["--reps".into(), reps.to_string()],
     )?;
-    let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-    let (Some(pg), Some(ps)) = (get("grad_256_ms"), get("train_step_b16_128_ms")) else {
-        bail!("the anchor printed no grad_256_ms / train_step_b16_128_ms: {got:?}");
+    let (Some(pg), Some(ps)) = (
+        metric(&got, "grad_256_ms"),
+        metric(&got, "train_step_b16_128_ms"),
+    ) else {
+        return Err(BenchError::Anchor(format!(
+            "the anchor printed no grad_256_ms / train_step_b16_128_ms: {got:?}"
+        )));
     };
     println!("| work | PyTorch (deepinv) ms | gradstep ms | speedup |");
     println!("|---|---|---|---|");
@@ -246,7 +258,7 @@ fn graph_rows(
     reps: usize,
     bf16_ok: bool,
     anchor_step_ms: Option<f64>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     if !device.is_cuda() {
         return Ok(());
     }
@@ -268,7 +280,7 @@ fn graph_rows(
         }
         den = den.with_method(GradMethod::Adjoint);
         den.network_mut().set_memory_format(layout)?;
-        match graph_step_ms(&den, xb, 25.0 / 255.0, bf16, device, warm, reps) {
+        match graph_step_ms(&den, xb, bf16, device, warm, reps) {
             Ok((ms, peak, loss)) => {
                 let step_tflops = step_tflops(arch, ms);
                 let ratio = anchor_step_ms
@@ -279,61 +291,64 @@ fn graph_rows(
                     gib(peak)
                 );
             }
-            Err(e) => println!("ours ({label}): failed: {e:#}"),
+            Err(e) => println!("ours ({label}): failed: {}", e.chain_text()),
         }
     }
     Ok(())
 }
 
-/// Milliseconds per replay of the GS training step (same work as [`gs_training_step`], noise
-/// drawn into a fixed buffer before each replay), captured once in a CUDA graph after three
-/// eager warm-up steps on the capture stream; the peak memory; the loss after the replays
-/// (finite, or the capture went wrong).
+/// Milliseconds per replay of the GS training step ([`GsStep::run_on_device`], the
+/// trainer's `performance.cuda_graph` step; noise drawn into a fixed buffer before each
+/// replay), captured once in a CUDA graph after three eager warm-up steps on the capture
+/// stream; the peak memory; the loss after the replays (finite, or the capture went wrong).
 fn graph_step_ms(
     den: &GradientStepDenoiser,
     clean: &Tensor,
-    level: f64,
     bf16: bool,
     device: Device,
     warm: usize,
     reps: usize,
-) -> anyhow::Result<(f64, Option<u64>, f64)> {
+) -> Result<(f64, Option<u64>, f64)> {
     use gradstep_model::cuda::CudaGraph;
     use gradstep_train::DeviceHyper;
     let params = den.network().var_store().variables().into_iter().collect();
     let mut adam = Adam::new(params, AdamConfig::default())?;
     let mut hyper = adam.device_hyper()?;
     let noise = clean.f_zeros_like()?;
-    let sigma = Sigma::Scalar(level);
-    let step = |adam: &mut Adam, hyper: &mut DeviceHyper| -> anyhow::Result<Tensor> {
-        let noisy = clean.f_add(&noise.f_mul_scalar(level)?)?;
-        let loss = denoising_loss(den, clean, &noisy, &sigma, bf16)?;
-        adam.zero_grad()?;
-        loss.f_backward()?;
-        let _ = adam.clip_grad_norm_on_device(1e-2)?;
-        adam.step_on_device(hyper)?;
-        Ok(loss)
+    let gs = GsStep {
+        precision: precision_of(bf16),
+        clip_grad_norm: Some(CLIP_GRAD_NORM),
     };
-    let refresh = || -> anyhow::Result<()> {
+    let step = |adam: &mut Adam, hyper: &mut DeviceHyper| -> Result<Tensor> {
+        let batch = NoisyBatch {
+            clean: clean.shallow_clone(),
+            noisy: clean.f_add(&noise.f_mul_scalar(SIGMA)?)?,
+            sigma: Sigma::Scalar(SIGMA),
+        };
+        Ok(gs
+            .run_on_device(den, adam, &batch, hyper, &mut LocalOnly)?
+            .loss)
+    };
+    let refresh = || -> Result<()> {
         let _ = noise.shallow_clone().f_normal_(0.0, 1.0)?;
         Ok(())
     };
-    let mut graph = CudaGraph::new(device).map_err(anyhow::Error::msg)?;
+    let mut graph = CudaGraph::new(device).map_err(BenchError::CudaGraph)?;
     graph
-        .on_side_stream(|| -> anyhow::Result<()> {
+        .on_side_stream(|| -> Result<()> {
             for _ in 0..3 {
                 refresh()?;
                 let _ = step(&mut adam, &mut hyper)?;
             }
             Ok(())
         })
-        .map_err(anyhow::Error::msg)??;
+        .map_err(BenchError::CudaGraph)??;
     let loss = graph
         .capture(|| step(&mut adam, &mut hyper))
-        .map_err(anyhow::Error::msg)?;
+        .map_err(BenchError::CudaGraph)?;
     // A replay must really train: the weights and the device step counter move.
     let head = den.network().var_store().variables()["m_head.weight"].shallow_clone();
-    let checksum = |t: &Tensor| -> anyhow::Result<f64> {
+    let checksum = |t: &Tensor| -> Result<f64> {
         Ok(t.f_to_kind(Kind::Double)?
             .f_sum(Kind::Double)?
             .f_double_value(&[])?)
@@ -342,66 +357,41 @@ fn graph_step_ms(
     gradstep_model::cuda::reset_peak(device);
     let ms = time_ms(device, warm, reps, || {
         refresh()?;
-        graph.replay().map_err(anyhow::Error::msg)
+        graph.replay().map_err(BenchError::CudaGraph)
     })?;
     let peak = gradstep_model::cuda::peak_allocated(device);
     let after = (checksum(&head)?, hyper.step.f_double_value(&[0])?);
-    let loss = loss.f_double_value(&[])?;
+    let loss = loss.f_double_value(&[0])?;
     if !loss.is_finite() {
-        bail!("the replayed step's loss is {loss}");
+        return Err(BenchError::Failed(format!(
+            "the replayed step's loss is {loss}"
+        )));
     }
     if after.0 == before.0 || after.1 != before.1 + (warm + reps) as f64 {
-        bail!(
+        return Err(BenchError::Failed(format!(
             "the replays did not train (weights {} → {}, device step {} → {}, {} replays)",
             before.0,
             after.0,
             before.1,
             after.1,
             warm + reps
-        );
+        )));
     }
     Ok((ms, peak, loss))
 }
 
-/// One GS training step on `clean` (as `gradstep train` makes it): `y = x + σξ`,
-/// `‖D_σ(y) − x‖²` (mean), backward, gradient-norm clipping at 1e-2, Adam.
-pub fn gs_training_step(
-    den: &GradientStepDenoiser,
-    adam: &mut Adam,
-    clean: &Tensor,
-    sigma: &Sigma,
-    bf16: bool,
-) -> anyhow::Result<()> {
-    let level = match sigma {
-        Sigma::Scalar(s) => *s,
-        _ => bail!("the benchmark step takes one σ"),
-    };
-    let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(level)?)?;
-    let loss = denoising_loss(den, clean, &noisy, sigma, bf16)?;
-    adam.zero_grad()?;
-    loss.f_backward()?;
-    adam.clip_grad_norm(1e-2)?;
-    adam.step()?;
-    Ok(())
-}
-
-/// The trainer's loss `mean ‖D_σ(noisy) − clean‖²` with its training graph, `D_σ` under
-/// bf16 autocast if asked.
-fn denoising_loss(
-    den: &GradientStepDenoiser,
-    clean: &Tensor,
-    noisy: &Tensor,
-    sigma: &Sigma,
-    bf16: bool,
-) -> anyhow::Result<Tensor> {
-    Ok(gradstep_model::cuda::bf16_autocast(bf16, || {
-        gradstep_train::loss::denoising_loss(den, clean, noisy, sigma)
-    })?)
+/// The training precision of a row: bf16 autocast or float32.
+fn precision_of(bf16: bool) -> Precision {
+    if bf16 {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
+    }
 }
 
 /// Relative errors of the explicit adjoint against autograd on `device` in float32: `∇g` of
 /// a 256² image, and the parameter gradients of a training loss on `D_σ` (batch 4 of 64²).
-fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> anyhow::Result<(f64, f64)> {
+fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> Result<(f64, f64)> {
     tch::manual_seed(1);
     let net = Drunet::new(arch, device)?;
     let adjoint = GradientStepDenoiser::new(net);
@@ -412,7 +402,7 @@ fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> anyhow::Result<(f
         .var_store_mut()
         .copy(adjoint.network().var_store())?;
     let sigma = Sigma::Scalar(25.0 / 255.0);
-    let rel = |a: &Tensor, b: &Tensor| -> anyhow::Result<f64> {
+    let rel = |a: &Tensor, b: &Tensor| -> Result<f64> {
         let num = a.f_sub(b)?.f_abs()?.f_max()?.f_double_value(&[])?;
         Ok(num / b.f_abs()?.f_max()?.f_double_value(&[])?.max(1e-30))
     };
@@ -425,7 +415,7 @@ fn adjoint_vs_autograd(arch: &DrunetConfig, device: Device) -> anyhow::Result<(f
     let noisy = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(25.0 / 255.0)?)?;
     let mut grads = Vec::new();
     for den in [&adjoint, &autograd] {
-        let loss = denoising_loss(den, &clean, &noisy, &sigma, false)?;
+        let loss = gradstep_train::loss::denoising_loss(den, &clean, &noisy, &sigma)?;
         let vars = den.network().var_store().variables();
         let mut names: Vec<_> = vars.keys().cloned().collect();
         names.sort();

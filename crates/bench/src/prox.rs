@@ -1,90 +1,74 @@
 //! `gradstep bench prox`: one Prox-DRUNet training step with the reference power iteration
 //! and with Lanczos, and how far apart their norm estimates are on the same batch.
 //!
-//! The step: `y = x + σξ`, `∇g_σ(y)` with its graph, `D_σ(y) = y − ∇g_σ(y)`, the penalty
-//! (products without graph, one differentiable product), `loss = mean_b ‖D_σ(y_b) − x_b‖²/n
-//! + μ · mean_b penalty_b`, backward, Adam: the anchor's `prox` mode, done our way.
+//! The step is the trainer's ([`crate::train_step::prox_step`]): `y = x + σξ`, `∇g_σ(y)`
+//! with its graph, `D_σ(y) = y − ∇g_σ(y)`, the penalty (products without graph from the
+//! seeded start vector, one differentiable product), `loss = mean_b ‖D_σ(y_b) − x_b‖²/n
+//! + μ · mean_b penalty_b`, backward, clipping, Adam: the anchor's `prox` mode, done our way.
 use std::path::PathBuf;
 
-use anyhow::bail;
 use gradstep_model::{Activation, Drunet, GradientStepDenoiser, Graph, MemoryFormat, Sigma};
-use gradstep_train::prox::{hessian_norms_at, penalty_at, ProxPenaltyConfig, SpectralEstimator};
+use gradstep_train::prox::{hessian_norms_at, ProxPenaltyConfig, SpectralEstimator};
 use gradstep_train::{Adam, AdamConfig};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
-use crate::cmd::bench::{run_anchor, time_ms};
+use crate::anchor::{metric, run_anchor};
+use crate::error::{BenchError, Result};
+use crate::setup::{announce_device, architecture};
+use crate::timing::{gib, time_ms};
+use crate::train_step::{prox_step, SIGMA};
 
-/// Arguments of `gradstep bench prox`.
-#[derive(Debug, clap::Args)]
-pub struct ProxArgs {
-    /// cpu, cuda or cuda:N (default: CUDA when available).
-    #[arg(long)]
-    device: Option<String>,
+/// Options of `gradstep bench prox`.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct ProxOptions {
     /// Timed steps per estimator (median reported); default 5 on a GPU, 1 on the CPU.
-    #[arg(long)]
-    reps: Option<usize>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub reps: Option<usize>,
     /// Patches per batch.
-    #[arg(long, default_value_t = 16)]
-    batch: i64,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 16))]
+    pub batch: i64,
     /// Side of the colour patches.
-    #[arg(long, default_value_t = 128)]
-    size: i64,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 128))]
+    pub size: i64,
     /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
-    #[arg(long)]
-    tiny: bool,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub tiny: bool,
     /// Lanczos steps (Hessian-vector products before the final one).
-    #[arg(long, default_value_t = 10)]
-    lanczos_steps: usize,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10))]
+    pub lanczos_steps: usize,
     /// Lanczos stopping tolerance on the relative Ritz residual.
-    #[arg(long, default_value_t = 1e-3)]
-    lanczos_tolerance: f64,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 1e-3))]
+    pub lanczos_tolerance: f64,
     /// `anchor_deepinv.py` to run in the same call (its `prox` mode) for the PyTorch time.
-    #[arg(long)]
-    anchor: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub anchor: Option<PathBuf>,
     /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
-    #[arg(long, default_value = "python3")]
-    anchor_python: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, default_value = "python3"))]
+    pub anchor_python: PathBuf,
 }
 
-/// One training step; returns the penalty's products.
-fn step(
-    den: &GradientStepDenoiser,
-    adam: &mut Adam,
-    clean: &Tensor,
-    sigma: f64,
-    cfg: &ProxPenaltyConfig,
-) -> anyhow::Result<usize> {
-    let y = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(sigma)?)?;
-    let at = den.gradient_at(&y, &Sigma::Scalar(sigma))?;
-    let denoised = y.f_sub(at.grad())?;
-    let p = penalty_at(&at, cfg, None)?;
-    let fidelity = denoised.f_sub(clean)?.f_square()?.f_mean(Kind::Float)?;
-    let loss = fidelity.f_add(&p.penalty.f_mean(Kind::Float)?.f_mul_scalar(cfg.mu)?)?;
-    adam.zero_grad()?;
-    loss.f_backward()?;
-    adam.step()?;
-    Ok(p.products)
-}
-
-/// Runs the benchmark.
-pub fn run(a: ProxArgs) -> anyhow::Result<()> {
+/// Runs the benchmark on `device`, printing its rows.
+pub fn run(a: &ProxOptions, device: Device) -> Result<()> {
     if a.batch < 1 || a.size < 8 {
-        bail!("--batch must be ≥ 1 and --size ≥ 8");
+        return Err(BenchError::Options(
+            "--batch must be ≥ 1 and --size ≥ 8".into(),
+        ));
     }
     if a.anchor.is_some() && (a.batch, a.size, a.tiny) != (16, 128, false) {
-        bail!("--anchor times the full model on 16 patches of 128²: drop --tiny, --batch, --size");
+        return Err(BenchError::Options(
+            "--anchor times the full model on 16 patches of 128²: drop --tiny, --batch, --size"
+                .into(),
+        ));
     }
-    let device = crate::cmd::bench::bench_device(
-        a.device.as_deref(),
-        "; --tiny --batch 2 --size 32 keeps it short",
-    )?;
+    announce_device(device, "; --tiny --batch 2 --size 32 keeps it short");
     let gpu = device.is_cuda();
     let reps = a.reps.unwrap_or(if gpu { 5 } else { 1 });
     let warm = 1;
     tch::manual_seed(0);
-    let arch = crate::cmd::bench::architecture(a.tiny, Activation::Softplus);
+    let arch = architecture(a.tiny, Activation::Softplus);
     let mut den = GradientStepDenoiser::new(Drunet::new(&arch, device)?);
-    let sigma = 25.0 / 255.0;
+    let sigma = SIGMA;
     let clean = Tensor::f_rand([a.batch, 3, a.size, a.size], (Kind::Float, device))?;
     let power = ProxPenaltyConfig::default();
     let lanczos = ProxPenaltyConfig {
@@ -141,7 +125,10 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
         let mut products = Vec::new();
         gradstep_model::cuda::reset_peak(device);
         let ms = time_ms(device, warm, reps, || {
-            products.push(step(&den, &mut adam, &clean, sigma, cfg)?);
+            let xi = clean.f_randn_like()?;
+            let step = products.len() as u64;
+            let scalars = prox_step(&den, &mut adam, &clean, &xi, sigma, cfg, step)?;
+            products.push(scalars.prox.map_or(0, |(_, _, _, n)| n));
             Ok(())
         })?;
         products.sort_unstable();
@@ -154,7 +141,7 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
             "ours ({name}): prox_step_b{}_{}_ms {ms:.3} (~{tflops:.1} TFLOP/s)  products (median) {median}  peak {}",
             a.batch,
             a.size,
-            crate::cmd::bench::gib(peak)
+            gib(peak)
         );
         times.push(ms);
     }
@@ -169,11 +156,12 @@ pub fn run(a: ProxArgs) -> anyhow::Result<()> {
                 device,
                 &["--reps".into(), (5 * reps).to_string()],
             )?;
-            let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-            let Some(anchor_ms) = get("prox_step_b16_128_ms") else {
-                bail!("the anchor printed no prox_step_b16_128_ms: {got:?}");
+            let Some(anchor_ms) = metric(&got, "prox_step_b16_128_ms") else {
+                return Err(BenchError::Anchor(format!(
+                    "the anchor printed no prox_step_b16_128_ms: {got:?}"
+                )));
             };
-            if let Some(k) = get("prox_power_iterations_median") {
+            if let Some(k) = metric(&got, "prox_power_iterations_median") {
                 println!("anchor: power iterations (median) {k}");
             }
             println!("| Prox step | ms | speedup vs anchor |");

@@ -3,47 +3,44 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context};
 use gradstep_data::{save_image, PatchSampler, PatchSamplerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::cmd::bench::{run_anchor, sync};
-use crate::common;
+use crate::anchor::{metric, run_anchor};
+use crate::error::{BenchError, Result};
+use crate::timing::sync;
 
-/// Arguments of `gradstep bench data`.
-#[derive(Debug, clap::Args)]
-pub struct DataArgs {
+/// Options of `gradstep bench data`.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct DataOptions {
     /// Directory of PNGs to sample (default: 16 synthetic 2040×1356 PNGs made once under --work).
-    #[arg(long)]
-    images: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub images: Option<PathBuf>,
     /// Where the synthetic PNGs and the cache go (default: $GRADSTEP_CACHE/bench-data,
     /// else ~/.cache/gradstep/bench-data).
-    #[arg(long)]
-    work: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub work: Option<PathBuf>,
     /// Patches per measurement (the anchor's default is 2,048).
-    #[arg(long, default_value_t = 2048)]
-    patches: usize,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 2048))]
+    pub patches: usize,
     /// Threads decoding and cutting (0 = one per core, as the anchor's workers).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
-    /// Where batches are delivered: cpu, cuda or cuda:N (default cpu).
-    #[arg(long)]
-    device: Option<String>,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 0))]
+    pub threads: usize,
     /// `anchor_deepinv.py` to run in the same call for the PyTorch numbers.
-    #[arg(long)]
-    anchor: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub anchor: Option<PathBuf>,
     /// Python that runs the anchor (needs torch 2.11, torchvision and Pillow).
-    #[arg(long, default_value = "python3")]
-    anchor_python: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, default_value = "python3"))]
+    pub anchor_python: PathBuf,
 }
 
 const SYNTHETIC: usize = 16;
 const W: i64 = 2040;
 const H: i64 = 1356;
 
-/// Runs the data benchmark.
-pub fn run(a: DataArgs) -> anyhow::Result<()> {
-    let device = common::parse_device(Some(a.device.as_deref().unwrap_or("cpu")))?;
+/// Runs the data benchmark, delivering the batches to `device`, printing its rows.
+pub fn run(a: &DataOptions, device: Device) -> Result<()> {
     let work = a.work.clone().unwrap_or_else(default_work);
     let images = match &a.images {
         Some(d) => d.clone(),
@@ -64,7 +61,8 @@ pub fn run(a: DataArgs) -> anyhow::Result<()> {
         if a.threads == 0 { cores } else { a.threads }
     );
 
-    let from_png = patches_per_s(&cfg, batches, device).context("sampling from PNG")?;
+    let from_png =
+        patches_per_s(&cfg, batches, device).map_err(|e| e.context("sampling from PNG"))?;
     println!("ours from PNG: {from_png:.1} patches/s");
 
     let cached = PatchSamplerConfig {
@@ -78,17 +76,18 @@ pub fn run(a: DataArgs) -> anyhow::Result<()> {
         "cache: {} in {open_s:.2} s",
         if rebuilt { "built" } else { "opened (valid)" }
     );
-    let from_cache = patches_per_s(&cached, batches, device).context("sampling from the cache")?;
+    let from_cache = patches_per_s(&cached, batches, device)
+        .map_err(|e| e.context("sampling from the cache"))?;
     println!("ours from cache: {from_cache:.1} patches/s");
 
-    let Some(anchor) = a.anchor else {
+    let Some(anchor) = &a.anchor else {
         println!("no --anchor given: PyTorch anchor not run");
         println!("bench-data speedup n/a");
         return Ok(());
     };
     let got = run_anchor(
         &a.anchor_python,
-        &anchor,
+        anchor,
         "data",
         Device::Cpu,
         &[
@@ -98,12 +97,10 @@ pub fn run(a: DataArgs) -> anyhow::Result<()> {
             (batches * batch).to_string(),
         ],
     )?;
-    let Some(theirs) = got
-        .iter()
-        .find(|(k, _)| k == "data_patches_per_s")
-        .map(|(_, v)| *v)
-    else {
-        bail!("the anchor printed no data_patches_per_s: {got:?}");
+    let Some(theirs) = metric(&got, "data_patches_per_s") else {
+        return Err(BenchError::Anchor(format!(
+            "the anchor printed no data_patches_per_s: {got:?}"
+        )));
     };
     println!("| pipeline | patches/s | vs anchor |");
     println!("|---|---|---|");
@@ -123,7 +120,7 @@ pub fn run(a: DataArgs) -> anyhow::Result<()> {
 /// Patches per second of a fresh sampler over `batches` batches, start-up included. Also
 /// prints the process's CPU time per 1,000 patches: on a machine shared with other work the
 /// wall-clock rate drops, the CPU cost does not (cores / CPU cost = the rate on idle cores).
-fn patches_per_s(cfg: &PatchSamplerConfig, batches: usize, device: Device) -> anyhow::Result<f64> {
+fn patches_per_s(cfg: &PatchSamplerConfig, batches: usize, device: Device) -> Result<f64> {
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let mut s = PatchSampler::new(cfg)?;
@@ -165,8 +162,11 @@ fn default_work() -> PathBuf {
 /// `SYNTHETIC` 2040×1356 colour PNGs in `dir`, made once: smooth waves plus noise, so that
 /// they compress (and decode) about like photographs. Written under a temporary name and
 /// renamed, so an interrupted run never leaves a partial image behind.
-fn synthetic_images(dir: &Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+fn synthetic_images(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|source| BenchError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     tch::manual_seed(0);
     let y = Tensor::arange(H, (Kind::Float, Device::Cpu)).view([1, H, 1]);
     let x = Tensor::arange(W, (Kind::Float, Device::Cpu)).view([1, 1, W]);
@@ -187,7 +187,10 @@ fn synthetic_images(dir: &Path) -> anyhow::Result<PathBuf> {
             .unwrap_or(dir)
             .join(format!("synthetic_{i:02}.partial.png"));
         save_image(&tmp, &img)?;
-        std::fs::rename(&tmp, &path)?;
+        std::fs::rename(&tmp, &path).map_err(|source| BenchError::Io {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(dir.to_path_buf())
 }

@@ -4,62 +4,60 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
 use gradstep_data::load_image;
 use gradstep_model::{
-    Activation, Drunet, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision,
+    Activation, Checkpoint, Drunet, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision,
 };
 use gradstep_pnp::{
     restore, restore_all, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, Restoration,
     RestorationProblem, Task,
 };
 
-use super::bench::{architecture, gib, run_anchor, sync};
-use crate::common;
+use tch::{Device, Kind};
 
-/// Arguments of `gradstep bench pnp`.
-#[derive(Debug, clap::Args)]
-pub struct PnpArgs {
-    /// cpu, cuda or cuda:N (default: CUDA when available).
-    #[arg(long)]
-    device: Option<String>,
+use crate::anchor::{metric, run_anchor};
+use crate::error::{BenchError, Result};
+use crate::setup::{announce_device, architecture};
+use crate::timing::{gib, sync};
+
+/// Options of `gradstep bench pnp`.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct PnpOptions {
     /// Image folder (default: $GRADSTEP_SHARED/data/CBSD10, else ../shared/data/CBSD10).
-    #[arg(long)]
-    images: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub images: Option<PathBuf>,
     /// Number of images.
-    #[arg(long, default_value_t = 10)]
-    count: usize,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 10))]
+    pub count: usize,
     /// Iterations per restoration (fixed, no early stopping).
-    #[arg(long, default_value_t = 50)]
-    iters: usize,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = 50))]
+    pub iters: usize,
     /// Problems per batch (default: all).
-    #[arg(long)]
-    batch: Option<usize>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub batch: Option<usize>,
     /// Use the tiny model (quick CPU runs) instead of the full one.
-    #[arg(long)]
-    tiny: bool,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub tiny: bool,
     /// Weights to use (default: randomly initialised; speed does not depend on them).
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub checkpoint: Option<PathBuf>,
     /// Use GS-PnP's backtracking (the anchor has none).
-    #[arg(long)]
-    backtracking: bool,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub backtracking: bool,
     /// `anchor_deepinv.py` to run in the same call for the PyTorch numbers.
-    #[arg(long)]
-    anchor: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub anchor: Option<PathBuf>,
     /// Python that runs the anchor (needs torch 2.11 and deepinv 0.5.0).
-    #[arg(long, default_value = "python3")]
-    anchor_python: PathBuf,
+    #[cfg_attr(feature = "clap", arg(long, default_value = "python3"))]
+    pub anchor_python: PathBuf,
 }
 
-/// Runs the benchmark.
-pub fn run(a: PnpArgs) -> anyhow::Result<()> {
-    let device = crate::cmd::bench::bench_device(
-        a.device.as_deref(),
-        "; --tiny --count 2 --iters 5 keeps it short",
-    )?;
+/// Runs the benchmark on `device`, printing its rows.
+pub fn run(a: &PnpOptions, device: Device) -> Result<()> {
+    announce_device(device, "; --tiny --count 2 --iters 5 keeps it short");
     let mut den = match &a.checkpoint {
-        Some(p) => common::load_denoiser(p, device)?.1,
+        Some(p) => Checkpoint::read(p)?.denoiser(device, Kind::Float, p)?,
         None => {
             tch::manual_seed(0);
             let cfg = architecture(a.tiny, Activation::Elu);
@@ -68,7 +66,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
     };
     // The headline runs what `gradstep eval` runs by default on this device.
     let default_options = InferenceOptions {
-        memory_format: common::default_memory_format(device),
+        memory_format: MemoryFormat::default_for(device),
         ..Default::default()
     };
     den = den.with_options(&default_options)?;
@@ -79,14 +77,20 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
             .join("data/CBSD10")
     });
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map_err(|source| BenchError::Io {
+            path: dir.clone(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "png"))
         .collect();
     files.sort();
     files.truncate(a.count);
     if files.is_empty() {
-        bail!("{}: no PNG images", dir.display());
+        return Err(BenchError::Options(format!(
+            "{}: no PNG images",
+            dir.display()
+        )));
     }
     let nu = 7.65;
     let kernel = Kernel::uniform(9)?;
@@ -101,7 +105,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
                 0,
             )?)
         })
-        .collect::<anyhow::Result<_>>()?;
+        .collect::<Result<_>>()?;
     let cfg = AlgorithmConfig::GsPgd(GsPgdConfig {
         lambda: 0.1,
         sigma: 1.8 * nu,
@@ -151,7 +155,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
     let items: Vec<_> = problems.iter().map(|p| (p, &cfg)).collect();
     // Restorations per second and peak memory of all problems restored in batches.
     let timed_batches =
-        |den: &GradientStepDenoiser| -> anyhow::Result<(f64, Option<u64>, Vec<Restoration>)> {
+        |den: &GradientStepDenoiser| -> Result<(f64, Option<u64>, Vec<Restoration>)> {
             sync(device);
             gradstep_model::cuda::reset_peak(device);
             let t0 = Instant::now();
@@ -232,14 +236,14 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
         den = backtracking_check(den, &problems, &cfg, batch, &default_options)?;
     }
     drop(den);
-    let Some(anchor) = a.anchor else {
+    let Some(anchor) = &a.anchor else {
         println!("no --anchor given: PyTorch anchor not run; ratio below is batched / ours one at a time");
         println!("bench-pnp speedup {:.3}", batched_rate / single_rate);
         return Ok(());
     };
     let got = run_anchor(
         &a.anchor_python,
-        &anchor,
+        anchor,
         "pnp",
         device,
         &[
@@ -251,8 +255,10 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
             a.iters.to_string(),
         ],
     )?;
-    let Some(&(_, anchor_rate)) = got.iter().find(|(k, _)| k == "pnp_restorations_per_s") else {
-        bail!("the anchor printed no pnp_restorations_per_s: {got:?}");
+    let Some(anchor_rate) = metric(&got, "pnp_restorations_per_s") else {
+        return Err(BenchError::Anchor(format!(
+            "the anchor printed no pnp_restorations_per_s: {got:?}"
+        )));
     };
     println!("| run | restorations/s | vs PyTorch one at a time |");
     println!("|---|---|---|");
@@ -287,7 +293,7 @@ fn backtracking_check(
     cfg: &AlgorithmConfig,
     batch: usize,
     default_options: &InferenceOptions,
-) -> anyhow::Result<GradientStepDenoiser> {
+) -> Result<GradientStepDenoiser> {
     let mut with_bt = cfg.clone();
     if let AlgorithmConfig::GsPgd(g) = &mut with_bt {
         g.backtracking = true;

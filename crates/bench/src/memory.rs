@@ -17,45 +17,44 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use gradstep_data::{load_image, metrics};
-use gradstep_model::tiling::{floor_to_tile_multiple, too_large_reason, DEFAULT_OVERLAP};
+use gradstep_model::tiling::{floor_to_tile_multiple, too_large_reason};
 use gradstep_model::{
-    cuda, Activation, Checkpoint, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma, Tiling,
+    cuda, Activation, Checkpoint, Drunet, DrunetConfig, GradientStepDenoiser, Graph, MemoryFormat,
+    Precision, Sigma, Tiling,
 };
 use gradstep_train::{Adam, AdamConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::bench::{bench_device, gib, sync};
-use super::bench_model::gs_training_step;
-use crate::common;
+use crate::error::{BenchError, Result};
+use crate::setup::{announce_device, gpu_names};
+use crate::timing::{gib, sync};
+use crate::train_step::{gs_step, SIGMA};
 
-/// Arguments of `gradstep bench memory`.
-#[derive(Debug, clap::Args)]
-pub struct MemoryArgs {
-    /// cpu, cuda or cuda:N (default: CUDA when available).
-    #[arg(long)]
-    device: Option<String>,
+/// Options of `gradstep bench memory`.
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct MemoryOptions {
     /// Largest training batch tried (default: 4096 on a GPU, 4 on the CPU).
-    #[arg(long)]
-    max_batch: Option<i64>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub max_batch: Option<i64>,
     /// Largest image side tried (default: 32768 on a GPU, 96 on the CPU).
-    #[arg(long)]
-    max_side: Option<i64>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub max_side: Option<i64>,
     /// Tiny widths (8, 16, 32, 64) instead of the full model: for a quick CPU run.
-    #[arg(long)]
-    tiny: bool,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub tiny: bool,
     /// Colour GS checkpoint for the tiles-vs-whole check (default: random weights, whose
     /// receptive field is less local than a trained denoiser's: a pessimistic check).
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub checkpoint: Option<PathBuf>,
     /// Natural image for that check (default: the first CBSD68 image under
     /// $GRADSTEP_SHARED or ../shared, else datasets/samples/test/coffee.png).
-    #[arg(long)]
-    image: Option<PathBuf>,
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub image: Option<PathBuf>,
     /// Overlap of the tiles, in pixels.
-    #[arg(long, default_value_t = DEFAULT_OVERLAP)]
-    overlap: i64,
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = gradstep_model::tiling::DEFAULT_OVERLAP))]
+    pub overlap: i64,
 }
 
 /// The outcome of a size search.
@@ -75,8 +74,8 @@ pub fn largest_fitting(
     start: i64,
     step: i64,
     cap: i64,
-    mut fits: impl FnMut(i64) -> anyhow::Result<bool>,
-) -> anyhow::Result<Largest> {
+    mut fits: impl FnMut(i64) -> Result<bool>,
+) -> Result<Largest> {
     let round = |v: i64| (v / step) * step;
     let mut lo = 0;
     let mut hi = None;
@@ -121,13 +120,13 @@ type Cost = (f64, Option<u64>);
 /// [`too_large_reason`]), the error otherwise.
 fn fits(
     device: Device,
-    run: impl FnOnce() -> anyhow::Result<()>,
-) -> anyhow::Result<std::result::Result<Cost, &'static str>> {
+    run: impl FnOnce() -> Result<()>,
+) -> Result<std::result::Result<Cost, &'static str>> {
     match measure(device, run) {
         Ok(cost) => Ok(Ok(cost)),
         Err(e) => {
             sync(device);
-            match e.chain().find_map(|c| too_large_reason(&c.to_string())) {
+            match too_large_reason(&e.chain_text()) {
                 Some(limit) => {
                     cuda::empty_cache();
                     Ok(Err(limit))
@@ -150,8 +149,8 @@ struct Searched {
 fn search(
     device: Device,
     (start, step, cap): (i64, i64, i64),
-    mut run: impl FnMut(i64) -> anyhow::Result<()>,
-) -> anyhow::Result<Searched> {
+    mut run: impl FnMut(i64) -> Result<()>,
+) -> Result<Searched> {
     let mut costs = BTreeMap::new();
     let mut failures = BTreeMap::new();
     let found = largest_fitting(start, step, cap, |v| match fits(device, || run(v))? {
@@ -172,7 +171,7 @@ fn search(
 }
 
 /// The [`Cost`] of one run of `run`, from an emptied cache and a reset peak.
-fn measure(device: Device, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Cost> {
+fn measure(device: Device, run: impl FnOnce() -> Result<()>) -> Result<Cost> {
     cuda::empty_cache();
     cuda::reset_peak(device);
     sync(device);
@@ -197,12 +196,12 @@ fn describe(l: &Largest, unit: &str, stopped_by: Option<&str>) -> String {
 fn architecture(tiny: bool, channels: i64) -> DrunetConfig {
     DrunetConfig {
         channels,
-        ..super::bench::architecture(tiny, Activation::Elu)
+        ..crate::setup::architecture(tiny, Activation::Elu)
     }
 }
 
 /// `∇g_σ` of one `side²` image, reduced on the device (so that the work really happens).
-fn grad_once(den: &GradientStepDenoiser, channels: i64, side: i64) -> anyhow::Result<()> {
+fn grad_once(den: &GradientStepDenoiser, channels: i64, side: i64) -> Result<()> {
     let device = den.network().device();
     let x = Tensor::f_rand([1, channels, side, side], (Kind::Float, device))?;
     den.grad(&x, &Sigma::Scalar(25.0 / 255.0), Graph::Inference)?
@@ -212,7 +211,7 @@ fn grad_once(den: &GradientStepDenoiser, channels: i64, side: i64) -> anyhow::Re
 }
 
 /// `img` mirrored out (seamlessly) to `side × side`.
-fn mirrored(img: &Tensor, side: i64) -> anyhow::Result<Tensor> {
+fn mirrored(img: &Tensor, side: i64) -> Result<Tensor> {
     let tile = Tensor::f_cat(&[img.shallow_clone(), img.f_flip([2])?], 2)?;
     let tile = Tensor::f_cat(&[tile.shallow_clone(), tile.f_flip([3])?], 3)?;
     let s = tile.size();
@@ -240,9 +239,9 @@ fn default_image() -> Option<PathBuf> {
         .or_else(|| Some(PathBuf::from("datasets/samples/test/coffee.png")).filter(|p| p.exists()))
 }
 
-/// Runs the benchmark.
-pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
-    let device = bench_device(a.device.as_deref(), "; searches stop at small caps")?;
+/// Runs the benchmark on `device`, printing its rows.
+pub fn run(a: &MemoryOptions, device: Device) -> Result<()> {
+    announce_device(device, "; searches stop at small caps");
     let gpu = device.is_cuda();
     if gpu {
         tch::Cuda::cudnn_set_benchmark(false);
@@ -261,13 +260,16 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     let max_batch = a.max_batch.unwrap_or(if gpu { 4096 } else { 4 });
     let max_side = a.max_side.unwrap_or(if gpu { 32768 } else { 96 });
     let gpu_name = if let Device::Cuda(i) = device {
-        common::gpu_name(i).unwrap_or_else(|| "a CUDA device".into())
+        gpu_names()
+            .into_iter()
+            .nth(i)
+            .unwrap_or_else(|| "a CUDA device".into())
     } else {
         "the CPU".into()
     };
     // The layout every command uses by default on this device (channels-last on CUDA).
-    let layout = common::default_memory_format(device);
-    let fresh = |channels: i64| -> anyhow::Result<GradientStepDenoiser> {
+    let layout = MemoryFormat::default_for(device);
+    let fresh = |channels: i64| -> Result<GradientStepDenoiser> {
         tch::manual_seed(0);
         let mut net = Drunet::new(&architecture(a.tiny, channels), device)?;
         net.set_memory_format(layout)?;
@@ -277,7 +279,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         "memory limits of the {} model on {gpu_name} ({device:?}, {layout:?} layout)",
         if a.tiny { "tiny" } else { "full" }
     );
-    let sigma = Sigma::Scalar(25.0 / 255.0);
+    let sigma = Sigma::Scalar(SIGMA);
     let mut summary = Vec::new();
 
     // 1. Training batch.
@@ -290,9 +292,16 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     for &(label, bf16) in precisions {
         let params = den.network().var_store().variables().into_iter().collect();
         let mut adam = Adam::new(params, AdamConfig::default())?;
-        let mut step = |b: i64| -> anyhow::Result<()> {
+        let mut step = |b: i64| -> Result<()> {
             let xb = Tensor::f_rand([b, 3, 128, 128], (Kind::Float, device))?;
-            gs_training_step(&den, &mut adam, &xb, &sigma, bf16)
+            let xi = xb.f_randn_like()?;
+            let precision = if bf16 {
+                Precision::Bf16
+            } else {
+                Precision::Fp32
+            };
+            gs_step(&den, &mut adam, &xb, &xi, SIGMA, precision)?;
+            Ok(())
         };
         let Searched {
             found,
@@ -382,7 +391,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     };
     tch::manual_seed(5);
     let level = 25.0 / 255.0;
-    let noisy_of = |clean: &Tensor| -> anyhow::Result<Tensor> {
+    let noisy_of = |clean: &Tensor| -> Result<Tensor> {
         let noise =
             Tensor::f_randn(clean.size(), (Kind::Float, Device::Cpu))?.f_to_device(device)?;
         Ok(clean.f_add(&noise.f_mul_scalar(level)?)?)
@@ -396,9 +405,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
     };
     let clean = mirrored(&natural, side)?;
     let noisy = noisy_of(&clean)?;
-    let psnr = |d: &Tensor| -> anyhow::Result<f64> {
-        Ok(metrics::psnr(&d.f_clamp(0.0, 1.0)?, &clean)?[0])
-    };
+    let psnr = |d: &Tensor| -> Result<f64> { Ok(metrics::psnr(&d.f_clamp(0.0, 1.0)?, &clean)?[0]) };
     let tile = floor_to_tile_multiple(side / 2);
     let whole = den.denoise(&noisy, &sigma, Graph::Inference)?;
     den = den.with_tiling(Tiling::Fixed {
@@ -410,7 +417,7 @@ pub fn run(a: MemoryArgs) -> anyhow::Result<()> {
         tiled = Some(den.denoise(&noisy, &sigma, Graph::Inference)?);
         Ok(())
     })?;
-    let tiled = tiled.context("the tiled run gave no result")?;
+    let tiled = tiled.ok_or_else(|| BenchError::Failed("the tiled run gave no result".into()))?;
     let (pw, pt) = (psnr(&whole)?, psnr(&tiled)?);
     let max_diff = whole.f_sub(&tiled)?.f_abs()?.f_max()?.f_double_value(&[])?;
     drop((whole, tiled));
@@ -475,7 +482,7 @@ mod tests {
         assert_eq!(l.value, None);
         let l = largest_fitting(512, 64, 32768, |s| Ok(s <= 5000)).unwrap();
         assert_eq!(l.value, Some(4992));
-        let e = largest_fitting(16, 8, 100, |_| anyhow::bail!("bad shape"));
+        let e = largest_fitting(16, 8, 100, |_| Err(BenchError::Failed("bad shape".into())));
         assert!(e.is_err());
     }
 
@@ -487,10 +494,14 @@ mod tests {
             stopped_by,
         } = search(Device::Cpu, (16, 8, 4096), |b| {
             if b > 120 {
-                anyhow::bail!("Expected canUse32BitIndexMath(input) to be true, but got false");
+                return Err(BenchError::Failed(
+                    "Expected canUse32BitIndexMath(input) to be true, but got false".into(),
+                ));
             }
             if b > 100 {
-                anyhow::bail!("CUDA out of memory. Tried to allocate {b} GiB");
+                return Err(BenchError::Failed(format!(
+                    "CUDA out of memory. Tried to allocate {b} GiB"
+                )));
             }
             Ok(())
         })
@@ -507,7 +518,9 @@ mod tests {
         assert_eq!(stopped_by, Some("out of memory"));
         let indexing = search(Device::Cpu, (16, 8, 4096), |b| {
             if b > 100 {
-                anyhow::bail!("Expected canUse32BitIndexMath(input) to be true, but got false");
+                return Err(BenchError::Failed(
+                    "Expected canUse32BitIndexMath(input) to be true, but got false".into(),
+                ));
             }
             Ok(())
         })
@@ -515,7 +528,9 @@ mod tests {
         assert_eq!(indexing.found.value, Some(96));
         assert_eq!(indexing.stopped_by, Some("32-bit indexing"));
         assert!(describe(&indexing.found, "²", indexing.stopped_by).contains("32-bit indexing"));
-        let e = search(Device::Cpu, (16, 8, 64), |_| anyhow::bail!("bad shape"));
+        let e = search(Device::Cpu, (16, 8, 64), |_| {
+            Err(BenchError::Failed("bad shape".into()))
+        });
         assert!(e.is_err());
     }
 
