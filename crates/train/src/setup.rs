@@ -125,7 +125,7 @@ impl<'a> Run<'a> {
         }
         let (denoiser, adam, state) =
             model_and_state(cfg, opts, &store, &config_json, world, &mut messages)?;
-        if let Some(r) = ranks.as_deref_mut() {
+        if let Some(r) = ranks {
             if writes && opts.resume {
                 r.barrier()?;
             }

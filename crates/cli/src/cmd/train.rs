@@ -85,7 +85,12 @@ fn spawn_local_workers(n: usize) -> anyhow::Result<()> {
     }
     let mut workers = Vec::new();
     for rank in 0..n {
+        use std::os::unix::process::CommandExt;
         let child = std::process::Command::new(&exe)
+            // A process group of their own: a terminal's Ctrl-C reaches this process only,
+            // which passes it on once (a second SIGINT would make a worker exit at once,
+            // without its checkpoint).
+            .process_group(0)
             .args(&args)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())
