@@ -38,6 +38,18 @@ bench: bench-model bench-data bench-prox bench-pnp bench-memory
 bench-gpu: build anchor-deps
 	GRADSTEP_BIN=target/release/gradstep ANCHOR_PYTHON=$(VENV)/bin/python GRADSTEP_SHARED=$(GRADSTEP_SHARED) scripts/bench-gpu.sh
 
+# Data-parallel training (issue 14): GS steps on 1 rank and on N (2 Gloo processes on the
+# CPU; the visible GPUs on a GPU machine), beside PyTorch DDP on the same model and batch in
+# the same call. Small widths on the CPU; full model with ARGS on a GPU machine, e.g.
+# `make bench-dist DIST_ARGS="--widths 64,128,256,512 --batch 16 --patch 128"`.
+# Last line: `bench-dist efficiency <ratio>`.
+.PHONY: bench-dist
+DIST_ARGS ?= --widths 8,16,32,64 --batch 4 --patch 64
+bench-dist: build
+	$(VENV)/bin/pip install --quiet --no-deps $(GRADSTEP_SHARED)/bench/wheels/*.whl
+	target/release/gradstep bench dist $(DIST_ARGS) \
+		--anchor $(GRADSTEP_SHARED)/bench/anchor_deepinv.py --anchor-python $(VENV)/bin/python $(ARGS)
+
 # Training data: the scikit-image sample photographs into datasets/samples/{train,test}.
 .PHONY: data bench-data
 data:

@@ -1,5 +1,7 @@
 //! The model crate's build: the shared libtorch linking, plus `csrc/cuda_ext.cpp` (compiled
 //! against the same libtorch's headers) when that libtorch has its CUDA backend.
+#[path = "../../build-support/cuda_include.rs"]
+mod cuda_include;
 #[path = "../../build-support/link_libtorch.rs"]
 mod link_libtorch;
 
@@ -15,13 +17,10 @@ fn main() {
     };
     let lib = Path::new(&lib);
     let Some(torch) = lib.parent() else { return };
-    let cuda_include = torch.parent().map(|sp| sp.join("nvidia/cu13/include"));
-    let has_cuda =
-        lib.join("libc10_cuda.so").exists() && cuda_include.as_ref().is_some_and(|p| p.exists());
-    if !has_cuda {
+    if !lib.join("libc10_cuda.so").exists() {
         return;
     }
-    let Some(cuda_include) = cuda_include else {
+    let Some(cuda_include) = cuda_include::cuda_include_dir(lib) else {
         return;
     };
     // CUDA graphs need the runtime headers' crt/ and nv/ parts (the nvidia-cuda-crt and

@@ -11,7 +11,9 @@
 # 4. submits scripts/slurm/train.sbatch on a tiny training run, sends it SIGTERM once it has
 #    written a checkpoint, and checks that it requeued itself, resumed from that checkpoint
 #    and finished;
-# 5. stops the daemons (also on failure).
+# 5. stops the daemons (also on failure);
+# 6. runs a 2-task data-parallel training (`srun -n 2 gradstep train`, Gloo) and checks that
+#    both ranks joined and rank 0 wrote the run.
 #
 # It skips (exit 0, with a message saying why) only where the daemons cannot run: Slurm not
 # installed and no root / apt-get to install it. Environment: GRADSTEP_BIN (default: build
@@ -296,4 +298,36 @@ for i in 0 1 2 3; do
     [ -f "$dir/slurm-${sjob}_$i.out" ] || fail "no output of array task $i"
 done
 say "OK sweep: job $sjob, 4 array tasks, 12 points merged ($dir/table.md)"
+
+# --- 6. data-parallel training under srun -n 2 (Gloo on the CPU) -------------------------
+# Both tasks read their rank from Slurm (SLURM_PROCID/SLURM_NTASKS, the step's node list);
+# each prints one line "rank R of 2 joined ..." once every rank is there; rank 0 reports.
+cat >"$work/dist.json" <<EOF
+{
+  "name": "slurm-dist",
+  "runs_dir": "$work/runs",
+  "model": { "channels": 3, "widths": [8, 16, 32, 64], "blocks": 1, "activation": "elu" },
+  "data": { "roots": ["$images"], "patch_size": 32, "channels": 3, "batch_size": 2,
+            "flips": true, "rotations": false, "seed": 0, "cache_dir": null, "prefetch": 1,
+            "crops_per_image": 4, "threads": 1 },
+  "steps": 4,
+  "seed": 0,
+  "validation": { "dirs": [], "every": 0, "sigmas_255": [25.0], "crop": 32, "limit": 1,
+                  "seed": 0, "batch_size": 1 },
+  "checkpoint": { "every": 2, "keep_last": 2 },
+  "log": { "every": 1, "images": false }
+}
+EOF
+dist_out=$work/dist.out
+OMP_NUM_THREADS=1 timeout 300 srun -n 2 --cpus-per-task=1 --chdir="$work" \
+    "$GRADSTEP_BIN" train --config "$work/dist.json" --device cpu --dist-timeout 60 >"$dist_out" 2>&1 ||
+    fail "srun -n 2 gradstep train failed: $(cat "$dist_out")"
+for r in 0 1; do
+    grep -q "^gradstep: rank $r of 2 joined (slurm" "$dist_out" || fail "rank $r did not take part: $(cat "$dist_out")"
+done
+grep -q "data-parallel: 2 ranks, batch 2 per rank (4 per step)" "$dist_out" ||
+    fail "no data-parallel line: $(cat "$dist_out")"
+grep -q "communication: .*(2 ranks, gloo)" "$dist_out" || fail "no communication line: $(cat "$dist_out")"
+[ -f "$work/runs/slurm-dist/checkpoints/step-00000004.safetensors" ] || fail "no final checkpoint of the srun run"
+say "OK data-parallel: srun -n 2, both ranks joined (Gloo), 4 steps, checkpoint written by rank 0"
 say "PASS"

@@ -8,6 +8,7 @@
 //! - [`prox`]: one Prox training step, power iteration against Lanczos;
 //! - [`pnp`]: GS-PnP deblurring, batched against one at a time;
 //! - [`data`]: training patches per second, from PNG and from the decode-once cache;
+//! - [`dist`]: data-parallel GS steps, 1 rank against N, beside PyTorch DDP;
 //! - [`memory`]: the largest training batch and `∇g_σ` image, and what tiles cost.
 //!
 //! A benchmark of training runs the training crate's own step
@@ -21,6 +22,7 @@
 
 pub mod anchor;
 pub mod data;
+pub mod dist;
 mod error;
 pub mod memory;
 pub mod model;

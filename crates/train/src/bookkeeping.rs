@@ -44,7 +44,9 @@ impl TrainOutcome {
 pub(crate) struct Bookkeeping {
     /// The run's checkpoints.
     pub store: CheckpointStore,
-    events: EventWriter,
+    /// TensorBoard; `None` on the ranks other than 0 of a data-parallel run, which write
+    /// nothing (no events, checkpoints or lines).
+    events: Option<EventWriter>,
     /// The progress bar or lines.
     pub progress: Progress,
     validation: Option<ValidationSet>,
@@ -68,7 +70,7 @@ impl Bookkeeping {
     /// Bookkeeping into `store` and `events`, validating on `validation` (if any).
     pub fn new(
         store: CheckpointStore,
-        events: EventWriter,
+        events: Option<EventWriter>,
         progress: Progress,
         validation: Option<ValidationSet>,
     ) -> Self {
@@ -99,12 +101,12 @@ impl Bookkeeping {
             adam,
         } = run;
         let log_now = due(state.step, cfg.log.every) || state.step == cfg.steps;
-        if log_now {
+        if let (Some(events), true) = (self.events.as_mut(), log_now) {
             let s = StepScalars {
                 steps_per_s: self.progress.rate(state.step),
                 ..scalars.clone()
             };
-            logging::log_step(&mut self.events, state.step as i64, &s, device)?;
+            logging::log_step(events, state.step as i64, &s, device)?;
             // The next logged peak is that of the next logging interval.
             gradstep_model::cuda::reset_peak(device);
         }
@@ -120,9 +122,11 @@ impl Bookkeeping {
         let mut is_best = false;
         let validate_now = cfg.validation.every > 0
             && (due(state.step, cfg.validation.every) || state.step == cfg.steps);
-        if let (Some(set), true) = (&self.validation, validate_now) {
+        if let (Some(set), Some(events), true) =
+            (&self.validation, self.events.as_mut(), validate_now)
+        {
             let v = validate(denoiser, set, cfg.validation.batch_size, device)?;
-            logging::log_validation(&mut self.events, state.step as i64, &v, cfg.log.images)?;
+            logging::log_validation(events, state.step as i64, &v, cfg.log.images)?;
             self.progress
                 .message(&logging::validation_summary(state.step, &v));
             let mean = v.mean_denoiser_psnr();
@@ -133,7 +137,11 @@ impl Bookkeeping {
             self.last_validation = Some((state.step, v));
         }
         if due(state.step, cfg.checkpoint.every) || state.step == cfg.steps || is_best {
-            let path = self.store.save(denoiser, cfg, adam, state, is_best)?;
+            let path = if self.writes() {
+                self.store.save(denoiser, cfg, adam, state, is_best)?
+            } else {
+                self.store.step_path(state.step)
+            };
             self.last_saved = Some((state.step, path));
         }
         Ok(())
@@ -149,12 +157,22 @@ impl Bookkeeping {
     ) -> Result<TrainOutcome> {
         let checkpoint = match self.last_saved.take() {
             Some((s, p)) if s == state.step => p,
-            _ => self
+            _ if self.writes() => self
                 .store
                 .save(run.denoiser, run.cfg, run.adam, state, false)?,
+            _ => self.store.step_path(state.step),
         };
         self.progress.finish();
-        self.events.hparams_end(signal.is_none())?;
+        let Some(events) = self.events.as_mut() else {
+            return Ok(TrainOutcome {
+                step: state.step,
+                signal,
+                checkpoint,
+                validation: None,
+                best_psnr: state.best_psnr,
+            });
+        };
+        events.hparams_end(signal.is_none())?;
         let how = if signal.is_some() {
             "interrupted"
         } else {
@@ -175,9 +193,16 @@ impl Bookkeeping {
     }
 }
 
+impl Bookkeeping {
+    /// Whether this process writes the run folder (rank 0, or one process alone).
+    fn writes(&self) -> bool {
+        self.events.is_some()
+    }
+}
+
 /// Whether `step` is a multiple of `every` (`u64::is_multiple_of` needs Rust 1.87, the
 /// workspace supports 1.85).
 #[allow(clippy::manual_is_multiple_of)]
-fn due(step: u64, every: u64) -> bool {
+pub(crate) fn due(step: u64, every: u64) -> bool {
     every != 0 && step % every == 0
 }

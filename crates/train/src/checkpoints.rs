@@ -42,8 +42,16 @@ pub struct TrainingState {
     pub sampler: SamplerPosition,
     /// Best mean validation PSNR of `D_σ` so far (dB).
     pub best_psnr: Option<f64>,
+    /// The ranks that trained (data-parallel; 1 for one process and for checkpoints older
+    /// than this field): `sampler` counts global batches of `world_size · batch_size`.
+    #[serde(default = "one_rank")]
+    pub world_size: u64,
     /// The configuration of the run (as given, with overrides applied).
     pub config: serde_json::Value,
+}
+
+fn one_rank() -> u64 {
+    1
 }
 
 /// Writes and finds a run's checkpoints.

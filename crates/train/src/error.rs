@@ -54,6 +54,10 @@ pub enum TrainError {
     /// The loss or the gradient became NaN or infinite.
     #[error("training diverged: {0}")]
     Diverged(String),
+    /// A data-parallel collective or rendezvous failed (a rank died, hung, or the weights
+    /// differ between ranks): the message names the rank.
+    #[error("data-parallel training: {0}")]
+    Distributed(String),
     /// Another trainer holds the run folder's lock (its PID and host are in the message).
     #[error("{0}")]
     InUse(String),

@@ -4,6 +4,7 @@
 //! - [`step`]: one GS or Prox optimizer step (loss, backward, gradient sync, clipping,
 //!   Adam), the only copy: the trainer, [`graphed`] and the benchmarks call it;
 //!   [`loss`]: the GS denoising loss;
+//! - [`distributed`]: data-parallel training over c10d (one rank per device);
 //! - [`trainer`]: the loop (LR schedule, validation,
 //!   divergence stop, SIGINT / SIGTERM checkpoint) with exact resume, from the newest intact
 //!   checkpoint (`resume`), one trainer per run folder (`run_lock`), signal handling from
@@ -27,6 +28,7 @@ mod bookkeeping;
 mod bounds;
 pub mod checkpoints;
 pub mod config;
+pub mod distributed;
 mod error;
 pub mod graphed;
 pub mod logging;
@@ -48,6 +50,7 @@ pub mod validation;
 
 pub use adam::{Adam, AdamConfig, DeviceHyper};
 pub use config::{Objective, TrainConfig};
+pub use distributed::DataParallel;
 pub use error::{Result, TrainError};
 pub use step::{GradientSync, GsStep, LocalOnly, NoisyBatch, ProxStep, TrainingStep};
-pub use trainer::{train, train_with, TrainOptions, TrainOutcome};
+pub use trainer::{train, train_data_parallel, train_with, TrainOptions, TrainOutcome};

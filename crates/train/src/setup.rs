@@ -12,6 +12,7 @@ use crate::adam::Adam;
 use crate::bookkeeping::Bookkeeping;
 use crate::checkpoints::{CheckpointStore, TrainingState};
 use crate::config::TrainConfig;
+use crate::distributed::{sampler_position_for, DataParallel};
 use crate::error::{Result, TrainError};
 use crate::graphed::GraphedStep;
 use crate::logging;
@@ -39,6 +40,11 @@ pub struct TrainOptions {
 pub(crate) struct Run<'a> {
     /// The run's config.
     pub cfg: &'a TrainConfig,
+    /// This process's rank in a data-parallel run (0 alone), and the number of ranks: it
+    /// trains on rows `rank · b … (rank + 1) · b − 1` of each step's global batch.
+    pub rank: usize,
+    /// The number of ranks (1 alone).
+    pub world: usize,
     /// Where it trains.
     pub device: Device,
     /// Logging, validation and checkpoints after each step.
@@ -59,12 +65,23 @@ pub(crate) struct Run<'a> {
     pub state: TrainingState,
     /// SIGINT / SIGTERM.
     pub signals: StopSignals,
-    _lock: RunLock,
+    /// Held by rank 0 alone (the other ranks only read the run folder).
+    _lock: Option<RunLock>,
 }
 
 impl<'a> Run<'a> {
-    /// Everything before the first step (see the module doc); `cfg` must be valid.
-    pub fn set_up(cfg: &'a TrainConfig, opts: &TrainOptions) -> Result<Self> {
+    /// Everything before the first step (see the module doc); `cfg` must be valid. As one
+    /// rank of `ranks` ([`crate::distributed`]): rank 0 alone locks and writes the run folder
+    /// and speaks; every rank starts from rank 0's weights.
+    pub fn set_up(
+        cfg: &'a TrainConfig,
+        opts: &TrainOptions,
+        mut ranks: Option<&mut DataParallel>,
+    ) -> Result<Self> {
+        let (rank, world) = ranks
+            .as_ref()
+            .map_or((0, 1), |r| (r.rank(), r.world_size()));
+        let writes = rank == 0;
         let device = opts.device;
         if device.is_cuda() {
             // Every step has the same shapes: let cuDNN pick the fastest algorithms once.
@@ -74,7 +91,19 @@ impl<'a> Run<'a> {
         let store = CheckpointStore::new(&run_dir, cfg.checkpoint.keep_last);
         // One trainer per run, before anything in the run folder is written or pruned; it
         // also removes the temporary files of a killed trainer.
-        let (lock, mut messages) = RunLock::acquire(&run_dir, &[store.dir()])?;
+        let (lock, mut messages) = if writes {
+            let (lock, messages) = RunLock::acquire(&run_dir, &[store.dir()])?;
+            (Some(lock), messages)
+        } else {
+            (None, Vec::new())
+        };
+        if cfg.performance.cuda_graph && world > 1 {
+            return Err(TrainError::Config(
+                "performance.cuda_graph cannot be combined with data-parallel training (the \
+                 gradient all-reduce is not captured): set it to false"
+                    .into(),
+            ));
+        }
         let latest = store.latest()?;
         if !opts.resume {
             if let Some(p) = &latest {
@@ -92,10 +121,27 @@ impl<'a> Run<'a> {
                 what: "the config",
                 source,
             })?;
+        // Rank 0 restores first (it renames damaged checkpoints aside), then the others read
+        // the same newest intact one.
+        if let (Some(r), true) = (ranks.as_deref_mut(), !writes && opts.resume) {
+            r.barrier()?;
+        }
         let (denoiser, adam, state) =
-            model_and_state(cfg, opts, &store, &config_json, &mut messages)?;
+            model_and_state(cfg, opts, &store, &config_json, world, &mut messages)?;
+        if let Some(r) = ranks {
+            if writes && opts.resume {
+                r.barrier()?;
+            }
+            // Every rank starts from rank 0's weights (identical already: same seed or
+            // checkpoint).
+            r.broadcast_from_rank0(&canonical_parameters(&denoiser))?;
+        }
+        // Each rank draws the global batch of `world · batch_size` patches and trains on its
+        // rows.
+        let mut data_cfg = cfg.data.clone();
+        data_cfg.batch_size *= world as i64;
         let sampler = match PatchSampler::resume_unless_stopped(
-            &cfg.data,
+            &data_cfg,
             &state.sampler,
             signals.stop_flag(),
         ) {
@@ -104,7 +150,12 @@ impl<'a> Run<'a> {
             }
             other => other?,
         };
-        let validation = load_validation(cfg, &mut messages)?;
+        // Validation runs on rank 0 alone.
+        let validation = if writes {
+            load_validation(cfg, &mut messages)?
+        } else {
+            None
+        };
         if signals.received().is_some() {
             return Err(signals.interrupted(
                 "interrupted before the first step: no checkpoint was written".into(),
@@ -118,23 +169,43 @@ impl<'a> Run<'a> {
             ));
         }
         gradstep_model::cuda::reset_peak(device);
-        let cfg_text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
-        gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
-        let mut events = EventWriter::create(&run_dir)?;
-        logging::log_config(&mut events, &config_json, state.step as i64)?;
+        let events = if writes {
+            let cfg_text = serde_json::to_string_pretty(&config_json).unwrap_or_default();
+            gradstep_model::write_atomic(&run_dir.join("config.json"), cfg_text.as_bytes())?;
+            let mut events = EventWriter::create(&run_dir)?;
+            logging::log_config(&mut events, &config_json, state.step as i64)?;
+            Some(events)
+        } else {
+            None
+        };
 
-        let progress = Progress::new(state.step, cfg.steps, opts.quiet);
-        for m in &messages {
-            progress.message(m);
+        let progress = Progress::new(state.step, cfg.steps, opts.quiet || !writes);
+        if world > 1 {
+            messages.push(format!(
+                "data-parallel: {world} ranks, batch {} per rank ({} per step)",
+                cfg.data.batch_size,
+                cfg.data.batch_size * world as i64
+            ));
         }
-        progress.message(&format!(
+        messages.push(format!(
             "training {} ({} parameters) on {device:?}; logs in {}",
             cfg.name,
             cfg.model.parameter_count(),
             run_dir.display()
         ));
+        // Of a data-parallel run, rank 0 alone speaks for the run.
+        if writes {
+            for m in &messages {
+                progress.message(m);
+            }
+        }
         let d = &cfg.data;
-        let batch_shape = [d.batch_size, d.channels, d.patch_size, d.patch_size];
+        let batch_shape = [
+            d.batch_size * world as i64,
+            d.channels,
+            d.patch_size,
+            d.patch_size,
+        ];
         let noise_ahead =
             NoisePrefetch::start(batch_shape, cfg.noise.clone(), cfg.seed, state.step, device);
         let graphed = if cfg.performance.cuda_graph {
@@ -144,6 +215,8 @@ impl<'a> Run<'a> {
         };
         Ok(Run {
             cfg,
+            rank,
+            world,
             device,
             books: Bookkeeping::new(store, events, progress, validation),
             graphed,
@@ -166,6 +239,7 @@ fn model_and_state(
     opts: &TrainOptions,
     store: &CheckpointStore,
     config_json: &serde_json::Value,
+    world: usize,
     messages: &mut Vec<String>,
 ) -> Result<(GradientStepDenoiser, Adam, TrainingState)> {
     let device = opts.device;
@@ -193,6 +267,7 @@ fn model_and_state(
         noise_seed: cfg.seed,
         sampler: SamplerPosition::default(),
         best_psnr: None,
+        world_size: world as u64,
         config: config_json.clone(),
     };
     let restored = if opts.resume {
@@ -204,10 +279,26 @@ fn model_and_state(
         Some((path, saved)) => {
             let state = TrainingState {
                 config: config_json.clone(),
+                sampler: sampler_position_for(
+                    saved.sampler,
+                    saved.world_size,
+                    world as u64,
+                    cfg.data.batch_size as u64,
+                ),
+                world_size: world as u64,
                 ..saved
             };
+            // The ranks only when they matter (the format of one process is parsed by scripts).
+            let ranks = if saved.world_size > 1 || world > 1 {
+                format!(
+                    "; written by {} rank(s), continuing on {world}",
+                    saved.world_size
+                )
+            } else {
+                String::new()
+            };
             messages.push(format!(
-                "resuming from {} (step {})",
+                "resuming from {} (step {}){ranks}",
                 path.display(),
                 state.step
             ));
@@ -229,6 +320,18 @@ fn model_and_state(
         }
     };
     Ok((denoiser, adam, state))
+}
+
+/// The denoiser's parameters in a fixed order (by name), the same on every rank.
+pub(crate) fn canonical_parameters(denoiser: &GradientStepDenoiser) -> Vec<tch::Tensor> {
+    let mut named: Vec<_> = denoiser
+        .network()
+        .var_store()
+        .variables()
+        .into_iter()
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named.into_iter().map(|(_, t)| t).collect()
 }
 
 /// The validation set of the first existing configured directory, or `None` (with a

@@ -1,6 +1,6 @@
 //! `gradstep bench …`: parses the options and the device, and runs the benchmark of
 //! `gradstep-bench` (which prints its rows).
-use gradstep_bench::{data, memory, model, pnp, prox};
+use gradstep_bench::{data, dist, memory, model, pnp, prox};
 
 use crate::common;
 
@@ -17,6 +17,9 @@ pub enum Bench {
     Pnp(OnDevice<pnp::PnpOptions>),
     /// Largest training batch, largest ∇g image (gray, colour), and tiles for larger ones.
     Memory(OnDevice<memory::MemoryOptions>),
+    /// Data-parallel GS training steps: 1 rank vs N ranks (Gloo processes on the CPU, one
+    /// GPU each on CUDA) beside PyTorch DDP; last line `bench-dist efficiency <ratio>`.
+    Dist(OnDevice<dist::DistOptions>),
 }
 
 /// A benchmark's options and the device it runs on.
@@ -50,6 +53,7 @@ pub fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Prox(a) => prox::run(&a.options, common::parse_device(a.device.as_deref())?)?,
         Bench::Pnp(a) => pnp::run(&a.options, common::parse_device(a.device.as_deref())?)?,
         Bench::Memory(a) => memory::run(&a.options, common::parse_device(a.device.as_deref())?)?,
+        Bench::Dist(a) => dist::run(&a.options, common::parse_device(a.device.as_deref())?)?,
     }
     Ok(())
 }
