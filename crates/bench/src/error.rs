@@ -32,8 +32,8 @@ pub enum BenchError {
     #[error("{0}")]
     Anchor(String),
     /// A CUDA graph could not be captured or replayed.
-    #[error("CUDA graph: {0}")]
-    CudaGraph(String),
+    #[error(transparent)]
+    CudaGraph(#[from] gradstep_model::cuda::CudaGraphError),
     /// The options cannot be combined (the message names them).
     #[error("{0}")]
     Options(String),
