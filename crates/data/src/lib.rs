@@ -21,6 +21,7 @@ mod error;
 pub mod file_lock;
 pub mod image_io;
 pub mod metrics;
+pub mod noise;
 pub mod observation_noise;
 pub mod patch;
 pub mod plan;

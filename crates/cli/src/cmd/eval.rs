@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use gradstep_data::noise::{add_noise, seeded};
 use gradstep_data::{load_image, metrics};
 use gradstep_model::{Graph, Sigma};
 use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem, StopReason};
@@ -369,10 +370,7 @@ fn denoise_table(
     let mut rows = Vec::new();
     for &s in noises {
         for (name, img) in images {
-            tch::manual_seed(seed);
-            let noise = Tensor::f_randn(img.size(), (tch::Kind::Float, tch::Device::Cpu))?
-                .f_to_device(img.device())?;
-            let y = img.f_add(&noise.f_mul_scalar(s / 255.0)?)?;
+            let y = add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?;
             let sigma = Sigma::Scalar(s / 255.0);
             let d = den
                 .denoise(&y, &sigma, Graph::Inference)?

@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gradstep_data::load_image;
-use gradstep_model::{write_atomic, Checkpoint, Sigma, LIPSCHITZ_SECTION};
-use gradstep_train::prox::{hessian_norms, ProxPenaltyConfig, SpectralEstimator};
+use gradstep_data::noise::{add_noise, seeded};
+use gradstep_model::{write_atomic, Checkpoint, Graph, Sigma, LIPSCHITZ_SECTION};
+use gradstep_train::prox::{
+    hessian_norms_at, start_vector, ProxPenaltyConfig, SpectralEstimator,
+};
 use serde::Serialize;
 use tch::Tensor;
 
@@ -187,14 +190,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             let mut noisy = Vec::new();
             for (k, x) in images.iter().enumerate().take(end).skip(i) {
-                tch::manual_seed(a.seed + 1000 * j as i64 + k as i64);
-                let noise =
-                    Tensor::f_randn(x.size(), (x.kind(), tch::Device::Cpu))?.f_to_device(device)?;
-                noisy.push(x.f_add(&noise.f_mul_scalar(sigma)?)?);
+                let seed = a.seed + 1000 * j as i64 + k as i64;
+                noisy.push(add_noise(x, &[sigma], &mut seeded(seed as u64, 0))?);
             }
             let y = Tensor::f_cat(&noisy, 0)?;
-            tch::manual_seed(a.seed + 1000 * j as i64 + 500 + i as i64);
-            let h = hessian_norms(&den, &y, &Sigma::Scalar(sigma), &cfg)
+            let start_seed = a.seed + 1000 * j as i64 + 500 + i as i64;
+            let start = start_vector(&y.size(), start_seed as u64, device)?;
+            let h = den
+                .gradient_at(&y, &Sigma::Scalar(sigma))
+                .map_err(anyhow::Error::from)
+                .and_then(|at| Ok(hessian_norms_at(&at, &cfg, Graph::Inference, Some(&start))?))
                 .with_context(|| format!("{} at σ = {s255}", files[i].display()))?;
             for (k, f) in files.iter().enumerate().take(end).skip(i) {
                 rows.push(ImageNorm {
