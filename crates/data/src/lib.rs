@@ -25,6 +25,7 @@ pub mod noise;
 pub mod observation_noise;
 pub mod patch;
 pub mod plan;
+pub mod reduce;
 pub mod sampler;
 pub mod validation;
 mod worker;

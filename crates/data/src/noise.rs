@@ -4,7 +4,11 @@
 //! No library seeds or draws from torch's global generator for noise: a generator passed by
 //! `&mut` cannot be shared by two threads between a seed and a draw (parallel tests, a
 //! validation thread, the training noise worker), and the values do not depend on the device
-//! (the noise is drawn on the CPU, then moved).
+//! (the noise is drawn on the CPU, then moved). The one deliberate use of torch's global
+//! generator left in the libraries is the weight initialisation of a new training run
+//! (`tch::manual_seed(seed)` before `Drunet::new` in the trainer): tch's `nn` initialisers
+//! take no generator, it happens once, before any thread that draws exists, and a resumed
+//! run loads its weights instead of drawing them.
 //!
 //! Two generators implement [`NormalGenerator`]:
 //! - any [`rand::RngCore`] (gradstep uses [`seeded`]: ChaCha8 on a chosen stream), through

@@ -2,11 +2,12 @@
 //!
 //! The check of the Prox-DRUNet paper: `D_σ` is a proximal operator when `∇g_σ` is
 //! `L`-Lipschitz with `L < 1`, so a Prox checkpoint must give max < 1 on CBSD68.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use gradstep_data::load_image;
 use gradstep_data::noise::{add_noise, seeded};
+use gradstep_data::reduce;
 use gradstep_model::{write_atomic, Checkpoint, Graph, Sigma, LIPSCHITZ_SECTION};
 use gradstep_train::prox::{
     hessian_norms_at, start_vector, ProxPenaltyConfig, SpectralEstimator,
@@ -122,30 +123,6 @@ struct ImageNorm {
     products: usize,
 }
 
-/// The image files of `dir`, sorted by name.
-fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the image directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .map(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
-                    )
-                })
-                .unwrap_or(false)
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no images (png, jpg, bmp, tif) found", dir.display());
-    }
-    Ok(files)
-}
-
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.sigma.is_empty() || a.sigma.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
@@ -161,7 +138,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let device = common::parse_device(a.device.as_deref())?;
     let (ckpt, den) = common::load_denoiser(&a.checkpoint, device)?;
     let channels = ckpt.model.architecture.channels;
-    let mut files = image_files(&a.images)?;
+    let mut files = gradstep_data::dataset::list_images(&a.images)?;
     files.truncate(a.limit.unwrap_or(usize::MAX));
     let images = files
         .iter()
@@ -213,13 +190,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             i = end;
         }
-        let max = rows
-            .iter()
-            .map(|r| r.norm)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let mean = rows.iter().map(|r| r.norm).sum::<f64>() / rows.len() as f64;
+        let max = reduce::max(rows.iter().map(|r| r.norm)).unwrap_or(f64::NAN);
+        let mean = reduce::mean(rows.iter().map(|r| r.norm)).unwrap_or(f64::NAN);
         let above = rows.iter().filter(|r| r.norm >= 1.0).count();
-        let products = rows.iter().map(|r| r.products).sum::<usize>() as f64 / rows.len() as f64;
+        let products = reduce::mean(rows.iter().map(|r| r.products as f64)).unwrap_or(f64::NAN);
         println!(
             "| {s255} | {max:.4} | {mean:.4} | {above}/{} | {products:.1} |",
             rows.len()
