@@ -107,7 +107,7 @@ torch.save(obj, "{out}")
 
 #[test]
 fn import_converts_full_size_checkpoints_without_running_their_code() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let keys = shared.join("reference/gsdrunet_full_state_dict_keys.json");
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("pwned");
@@ -209,7 +209,7 @@ fn import_rejects_bad_files_with_one_line_naming_file_and_key() {
         .unwrap();
     assert_clear_error(&o, &["cut.pth"]);
     // Wrong key set: a tiny model without its tail.
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let weights = shared.join("reference/gsdrunet_tiny_elu_weights.safetensors");
     let no_tail = dir.path().join("no_tail.pth");
     py(&format!(
@@ -243,7 +243,7 @@ fn import_rejects_bad_files_with_one_line_naming_file_and_key() {
 
 #[test]
 fn denoise_reports_psnr_and_rejects_bad_input() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("tiny.safetensors");
     let o = gradstep()
@@ -326,7 +326,7 @@ fn denoised_psnr(s: &str) -> f64 {
 
 #[test]
 fn denoise_in_tiles_matches_the_whole_image_and_checks_the_tile_size() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let img = shared.join("data/set3c/butterfly.png");
     let run = |tiling: &str| {
@@ -503,7 +503,7 @@ fn train_stopped_by_sigterm_checkpoints_and_exits_as_interrupted() {
 
 #[test]
 fn bench_pnp_runs_batched_one_at_a_time_and_the_backtracking_check_on_the_cpu() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let o = gradstep()
         .args([
             "bench", "pnp", "--device", "cpu", "--tiny", "--count", "2", "--iters", "4",
@@ -604,7 +604,7 @@ fn bench_gpu_reports_the_smallest_speedup_and_never_an_earlier_runs_numbers() {
 
 #[test]
 fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let img = shared.join("data/set3c/butterfly.png");
     let restore = |out: &Path, extra: &[&str]| {
@@ -689,7 +689,7 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
 
 #[test]
 fn eval_tabulates_every_noise_level_and_checks_its_arguments_first() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let eval = |out: &Path, extra: &[&str]| {
         gradstep()

@@ -85,7 +85,7 @@ save_file({"d": model(x, sigma).detach().contiguous()}, out)
 
 #[test]
 fn exports_load_into_deepinv_strictly_and_denoise_alike() {
-    let Some(shared) = shared_with("bench/wheels") else { return };
+    let Some(shared) = shared() else { return };
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let site = dir.path().join("site");

@@ -181,7 +181,7 @@ fn kernels_with_an_infinite_sum_or_a_nan_entry_are_refused() {
 
 #[test]
 fn truncated_jpeg_and_png_inputs_are_refused() {
-    let Some(shared) = shared_with("data/set3c") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.png");
     let whole_jpeg = dir.path().join("whole.jpg");

@@ -75,7 +75,7 @@ fn tiny_pth(shared: &Path, dir: &Path, name: &str) -> PathBuf {
 /// also honoured PYTHONPATH / PYTHONSTARTUP / PYTHONHOME and modules in the current folder.
 #[test]
 fn planted_modules_temp_folders_and_python_variables_are_ignored() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (tmp, cwd, pypath) = (
         dir.path().join("tmp"),
@@ -221,7 +221,7 @@ with zipfile.ZipFile("zipbomb.pth", "w", compression=zipfile.ZIP_DEFLATED, compr
     );
     // The same expanded view beside a real network, under a key outside it (as optimizer
     // state would be): never copied, the import succeeds under the same memory limit.
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     py(
         dir.path(),
         &format!(
@@ -324,7 +324,7 @@ fn nothing_is_left_in_the_temporary_folder() {
         &["/nonexistent/python", "GRADSTEP_PYTHON"],
     );
     assert!(!out.exists());
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let ckpt = tiny_pth(&shared, dir.path(), "tiny.pth");
     let o = run(&ckpt, None);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -358,7 +358,7 @@ except ImportError:
 /// one grey level.
 #[test]
 fn deepinv_state_dicts_with_1_2_4_blocks_import_and_denoise_like_deepinv() {
-    let Some(shared) = shared_with("reference") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     py(
         dir.path(),

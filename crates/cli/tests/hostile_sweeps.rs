@@ -77,7 +77,7 @@ fn records(runs: &Path) -> PathBuf {
 
 #[test]
 fn a_diverging_point_is_recorded_as_diverged_and_the_sweep_resumes_and_merges() {
-    let Some(shared) = shared_with("data/set3c") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let config = sweep_config(dir.path(), &shared, &[1.0, 2.5, TAU0_DIVERGING]);
@@ -143,7 +143,7 @@ fn a_diverging_point_is_recorded_as_diverged_and_the_sweep_resumes_and_merges() 
 
 #[test]
 fn a_torn_last_record_is_dropped_and_its_point_runs_again() {
-    let Some(shared) = shared_with("data/set3c") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let config = sweep_config(dir.path(), &shared, &[1.0, 2.5]);
@@ -188,7 +188,7 @@ fn a_torn_last_record_is_dropped_and_its_point_runs_again() {
 
 #[test]
 fn merge_skip_bad_skips_and_reports_a_corrupt_middle_line() {
-    let Some(shared) = shared_with("data/set3c") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     let runs = dir.path().join("runs");
     let config = sweep_config(dir.path(), &shared, &[1.0, 2.5, 5.0]);
@@ -242,7 +242,7 @@ fn merge_skip_bad_skips_and_reports_a_corrupt_middle_line() {
 
 #[test]
 fn eval_and_restore_show_a_diverged_restoration_and_never_score_it() {
-    let Some(shared) = shared_with("data/set3c") else { return };
+    let Some(shared) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
     // Two 32×32 crops of set3c.
     let images = dir.path().join("images");

@@ -24,4 +24,3 @@ pub struct PerformanceConfig {
     #[serde(default)]
     pub grad_method: GradMethod,
 }
-

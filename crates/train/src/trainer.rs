@@ -102,8 +102,7 @@ pub fn train(cfg: &TrainConfig, opts: &TrainOptions) -> Result<TrainOutcome> {
     tch::manual_seed(cfg.seed as i64);
     let mut net = Drunet::new(&cfg.model, device)?;
     net.set_memory_format(cfg.performance.memory_format)?;
-    let mut denoiser =
-        GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method);
+    let mut denoiser = GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method);
     let params = denoiser
         .network()
         .var_store()

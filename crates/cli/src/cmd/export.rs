@@ -117,7 +117,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             _ => "state_dict",
         };
         let hyper = hyper.to_string();
-        let args = [tmp.path().as_os_str(), a.output.as_os_str(), fmt.as_ref(), hyper.as_ref()];
+        let args = [
+            tmp.path().as_os_str(),
+            a.output.as_os_str(),
+            fmt.as_ref(),
+            hyper.as_ref(),
+        ];
         let output = common::isolated_python(TO_TORCH, args)
             .output()
             .with_context(common::python_start_error)?;

@@ -9,9 +9,7 @@ use gradstep_data::load_image;
 use gradstep_data::noise::{add_noise, seeded};
 use gradstep_data::reduce;
 use gradstep_model::{write_atomic, Checkpoint, Graph, Sigma, LIPSCHITZ_SECTION};
-use gradstep_train::prox::{
-    hessian_norms_at, start_vector, ProxPenaltyConfig, SpectralEstimator,
-};
+use gradstep_train::prox::{hessian_norms_at, start_vector, ProxPenaltyConfig, SpectralEstimator};
 use serde::Serialize;
 use tch::Tensor;
 

@@ -25,13 +25,17 @@ pub fn python() -> PathBuf {
 }
 
 /// The shared test data (`$GRADSTEP_SHARED`, else `../shared` beside the checkout) when it
-/// holds `marker`; otherwise the test is skipped with a message, or fails under
-/// `GRADSTEP_REQUIRE_SHARED=1` (CI).
-pub fn shared_with(marker: &str) -> Option<PathBuf> {
+/// holds what these tests read (reference files, test images, the deepinv wheel);
+/// otherwise the test is skipped with a message, or fails under `GRADSTEP_REQUIRE_SHARED=1`
+/// (CI).
+pub fn shared() -> Option<PathBuf> {
     let dir = std::env::var_os("GRADSTEP_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.join(marker).is_dir() {
+    if ["reference", "data/set3c", "bench/wheels"]
+        .iter()
+        .all(|marker| dir.join(marker).is_dir())
+    {
         return Some(dir);
     }
     assert!(

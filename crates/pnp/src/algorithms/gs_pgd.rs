@@ -117,7 +117,10 @@ impl GsPgd<'_> {
                 x: x.shallow_clone(),
                 output,
                 value: Vec::new(),
-                cache: GradientCache(Some(CachedGradient { grad, sigma: sigmas })),
+                cache: GradientCache(Some(CachedGradient {
+                    grad,
+                    sigma: sigmas,
+                })),
             },
             value: objective.shallow_clone(),
             objective,
