@@ -70,7 +70,7 @@ pub fn run(a: &ModelOptions, device: Device) -> Result<()> {
         }
     };
     let headline = (
-        GradMethod::from(perf.grad_method),
+        perf.grad_method,
         perf.precision == Precision::Bf16,
         perf.memory_format,
     );

@@ -58,6 +58,46 @@ pub fn python() -> PathBuf {
     }
 }
 
+/// `python -I -c SCRIPT ARGS…` with gradstep's venv interpreter: the one way the CLI runs
+/// Python (`import`, `export`). `-I` implies `-E` (PYTHONPATH, PYTHONHOME, PYTHONSTARTUP…
+/// ignored) and `-s` (no user site-packages) and keeps the current folder off `sys.path`; the
+/// variables are removed as well for interpreters that are wrappers around another one. No
+/// temporary script file exists for anyone to replace; stdin is closed.
+pub fn isolated_python<I, A>(script: &str, args: I) -> std::process::Command
+where
+    I: IntoIterator<Item = A>,
+    A: AsRef<std::ffi::OsStr>,
+{
+    let mut command = std::process::Command::new(python());
+    command
+        .args(["-I", "-c", script])
+        .args(args)
+        .env_remove("PYTHONPATH")
+        .env_remove("PYTHONHOME")
+        .env_remove("PYTHONSTARTUP")
+        .env_remove("PYTHONUSERBASE")
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+/// The context of a failure to start [`isolated_python`].
+pub fn python_start_error() -> String {
+    format!(
+        "cannot run {} (set GRADSTEP_PYTHON to a Python with torch)",
+        python().display()
+    )
+}
+
+/// The last non-empty line of a script's stderr, trimmed: where Python puts the exception.
+pub fn last_line(stderr: &str) -> &str {
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+}
+
 /// Creates `dir` (and parents), with the path in the error.
 pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))

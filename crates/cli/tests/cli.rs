@@ -1,59 +1,9 @@
 //! End-to-end tests of the `gradstep` binary: linking, import, denoise, bad input.
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn gradstep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gradstep"));
-    // Binaries must not need LD_LIBRARY_PATH (rpath), so the tests run without it.
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("GRADSTEP_PYTHON")
-        .map(PathBuf::from)
-        .or(option_env!("GRADSTEP_BUILD_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("GRADSTEP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.join("reference").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"),
-        "no shared data at {}",
-        dir.display()
-    );
-    eprintln!("skipping: no shared data at {}", dir.display());
-    None
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A one-line error naming `needle`, non-zero exit.
-fn assert_clear_error(o: &Output, needles: &[&str]) {
-    assert!(
-        !o.status.success(),
-        "expected failure, got success: {}",
-        stdout(o)
-    );
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
+mod common;
+use common::*;
 
 #[test]
 fn binary_keeps_libtorch_and_its_cuda_backend_in_the_dynamic_section() {
@@ -366,13 +316,6 @@ fn denoise_reports_psnr_and_rejects_bad_input() {
     assert_clear_error(&denoise("tpu", &ckpt, &img), &["tpu"]);
 }
 
-fn trained_tiny() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../model/tests/fixtures/gs-drunet-tiny-elu.safetensors"
-    ))
-}
-
 fn denoised_psnr(s: &str) -> f64 {
     s.split("denoised ")
         .last()
@@ -390,7 +333,7 @@ fn denoise_in_tiles_matches_the_whole_image_and_checks_the_tile_size() {
         gradstep()
             .args(["denoise", "--device", "cpu", "--sigma", "25", "--add-noise"])
             .args(["--tiling", tiling, "--checkpoint"])
-            .arg(trained_tiny())
+            .arg(tiny_checkpoint())
             .arg(&img)
             .arg(dir.path().join(format!("{}.png", tiling.replace(':', "-"))))
             .output()
@@ -423,7 +366,7 @@ fn bench_memory_runs_its_searches_and_the_tile_check_on_the_cpu() {
     let o = gradstep()
         .args(["bench", "memory", "--device", "cpu", "--tiny"])
         .args(["--max-batch", "2", "--max-side", "64", "--checkpoint"])
-        .arg(trained_tiny())
+        .arg(tiny_checkpoint())
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -503,17 +446,8 @@ fn a_closed_output_pipe_ends_the_command_quietly() {
 fn train_stopped_by_sigterm_checkpoints_and_exits_as_interrupted() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    for k in 0..2u32 {
-        let img = image::RgbImage::from_fn(48, 48, |x, y| {
-            image::Rgb([(x * 5 + k * 40) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
-        });
-        img.save(images.join(format!("img{k}.png"))).unwrap();
-    }
-    let config = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../configs/gs-drunet-tiny.json"
-    );
+    write_training_images(&images, 48);
+    let config = tiny_config();
     let runs = dir.path().join("runs");
     let mut child = gradstep()
         .args(["train", "--quiet", "--device", "cpu", "--config", config])
@@ -678,7 +612,7 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
             .args(["restore", "--device", "cpu", "--task", "deblur"])
             .args(["--kernel", "uniform", "--noise", "7.65"])
             .arg("--checkpoint")
-            .arg(trained_tiny())
+            .arg(tiny_checkpoint())
             .args(extra)
             .arg(&img)
             .arg(out)
@@ -769,7 +703,7 @@ fn eval_tabulates_every_noise_level_and_checks_its_arguments_first() {
                 "2",
             ])
             .arg("--checkpoint")
-            .arg(trained_tiny())
+            .arg(tiny_checkpoint())
             .arg("--images")
             .arg(shared.join("data/set3c"))
             .arg("--kernel-dir")

@@ -1,35 +1,10 @@
 //! The tools of the experiment recipes (`gradstep experiment`), `restore --hole / --crop`, and
 //! `scripts/experiments.sh`'s argument checks: none needs a trained model.
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn gradstep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gradstep"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gradstep-exp-{name}-{}", std::process::id()));
-    std::fs::remove_dir_all(&d).ok();
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// A one-line error containing every needle, exit code 1.
-fn assert_one_line_error(o: &Output, needles: &[&str]) {
-    assert_eq!(o.status.code(), Some(1), "stdout: {}", text(&o.stdout));
-    let err = text(&o.stderr);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
+mod common;
+use common::*;
 
 fn png_size(path: &Path) -> (u32, u32) {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -38,7 +13,8 @@ fn png_size(path: &Path) -> (u32, u32) {
 
 #[test]
 fn lines_draws_csv_and_json_tables_and_describes_them() {
-    let dir = temp_dir("lines");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     // Two sweep-like tables (a quoted cell, an empty PSNR) and a convergence.json.
     let a = dir.join("a.csv");
     std::fs::write(
@@ -114,7 +90,7 @@ fn lines_draws_csv_and_json_tables_and_describes_them() {
         .arg(format!("fixed={}", a.display()))
         .output()
         .unwrap();
-    assert_one_line_error(&o, &["a.csv", "no column `ssim`", "psnr"]);
+    assert_refused(&o, &["a.csv", "no column `ssim`", "psnr"]);
     assert!(!dir.join("x.png").exists());
     let o = gradstep()
         .args(["experiment", "lines", "--x", "tau0", "--y", "psnr", "--out"])
@@ -122,13 +98,14 @@ fn lines_draws_csv_and_json_tables_and_describes_them() {
         .arg(a.display().to_string())
         .output()
         .unwrap();
-    assert_one_line_error(&o, &["expected LABEL=PATH"]);
+    assert_refused(&o, &["expected LABEL=PATH"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn runs_tabulates_restore_outputs() {
-    let dir = temp_dir("runs");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let run = dir.join("r1");
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(
@@ -157,13 +134,14 @@ fn runs_tabulates_restore_outputs() {
         .arg(format!("missing={}", dir.join("nope").display()))
         .output()
         .unwrap();
-    assert_one_line_error(&o, &["cannot read", "nope"]);
+    assert_refused(&o, &["cannot read", "nope"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn montage_puts_crops_side_by_side() {
-    let dir = temp_dir("montage");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     let img = |name: &str, w: u32, h: u32| {
         let p = dir.join(name);
         image::RgbImage::from_pixel(w, h, image::Rgb([200, 10, 10]))
@@ -200,13 +178,14 @@ fn montage_puts_crops_side_by_side() {
         .args([&b, &c])
         .output()
         .unwrap();
-    assert_one_line_error(&o, &["c.png", "12 pixels high", "equal heights"]);
+    assert_refused(&o, &["c.png", "12 pixels high", "equal heights"]);
     std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
 fn restore_refuses_a_hole_it_cannot_use() {
-    let dir = temp_dir("hole");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
     // Checked before the checkpoint is read: no checkpoint is needed.
     let o = gradstep()
         .args([
@@ -221,7 +200,7 @@ fn restore_refuses_a_hole_it_cannot_use() {
         .arg(dir.join("out"))
         .output()
         .unwrap();
-    assert_one_line_error(&o, &["--hole applies to --task inpaint only"]);
+    assert_refused(&o, &["--hole applies to --task inpaint only"]);
     let o = gradstep()
         .args([
             "restore",

@@ -6,7 +6,7 @@
 //! folder); its package `__init__` pulls in torchvision and more, so the test imports only
 //! `deepinv.models.{GSPnP, drunet}` (torch and numpy), with `deepinv.utils.io` replaced by
 //! the one name they take from it (`DownloadError`; the real module needs `requests`).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use gradstep_model::{
@@ -14,28 +14,8 @@ use gradstep_model::{
 };
 use tch::{Device, Kind, Tensor};
 
-fn python() -> PathBuf {
-    std::env::var_os("GRADSTEP_PYTHON")
-        .map(PathBuf::from)
-        .or(option_env!("GRADSTEP_BUILD_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("GRADSTEP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.join("bench/wheels").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"),
-        "no shared data at {}",
-        dir.display()
-    );
-    eprintln!("skipping: no shared data at {}", dir.display());
-    None
-}
+mod common;
+use common::*;
 
 fn ok(o: Output) -> String {
     let err = String::from_utf8_lossy(&o.stderr);

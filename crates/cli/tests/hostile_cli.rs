@@ -2,83 +2,17 @@
 //! refused case is one line on stderr naming the flag or the file, exit code 1 (not a panic's
 //! 101), nothing written and nothing lost. Accepted edge cases (images under SSIM's window)
 //! report what they can.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn gradstep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gradstep"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("GRADSTEP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.join("data/set3c").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"),
-        "no shared data at {}",
-        dir.display()
-    );
-    eprintln!("skipping: no shared data at {}", dir.display());
-    None
-}
-
-/// The trained tiny GS-DRUNet of the model crate's tests (a gradstep checkpoint).
-fn tiny() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../model/tests/fixtures/gs-drunet-tiny-elu.safetensors"
-    ))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Exit code 1 and exactly one line on stderr containing every needle (so no panic message
-/// and no C++ backtrace).
-fn assert_refused(o: &Output, needles: &[&str]) {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "expected exit code 1; stdout: {}; stderr: {}",
-        stdout(o),
-        stderr(o)
-    );
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
-
-/// A `w × h` RGB image with some structure, saved at `path` (format from the extension).
-fn write_image(path: &Path, w: u32, h: u32) {
-    image::RgbImage::from_fn(w, h, |x, y| {
-        image::Rgb([
-            (x * 7 % 256) as u8,
-            (y * 5 % 256) as u8,
-            ((x + y) * 3 % 256) as u8,
-        ])
-    })
-    .save(path)
-    .unwrap();
-}
+mod common;
+use common::*;
 
 fn denoise(args: &[&str], files: &[&Path]) -> Output {
     gradstep()
         .args(["denoise", "--device", "cpu", "--checkpoint"])
-        .arg(tiny())
+        .arg(tiny_checkpoint())
         .args(args)
         .args(files)
         .output()
@@ -96,7 +30,7 @@ fn restore(extra: &[&str], input: &Path, outdir: &Path) -> Output {
             "3",
             "--checkpoint",
         ])
-        .arg(tiny())
+        .arg(tiny_checkpoint())
         .args(extra)
         .arg(input)
         .arg(outdir)
@@ -170,7 +104,7 @@ fn noise_levels_out_of_0_255_are_refused_by_flag_or_config_field_with_exit_1() {
             "inpaint",
             "--checkpoint",
         ])
-        .arg(tiny())
+        .arg(tiny_checkpoint())
         .arg("--images")
         .arg(&images)
         .arg("--out")
@@ -188,7 +122,7 @@ fn noise_levels_out_of_0_255_are_refused_by_flag_or_config_field_with_exit_1() {
             r#"{{"task": "inpaint", "axes": {{"algorithm": ["gs-pgd"], "checkpoint": [{:?}],
             "image_set": [{{"name": "a", "dir": {:?}}}], "noise": [{noise}],
             "sigma_den": [{sigma_den}]}}}}"#,
-            tiny(),
+            tiny_checkpoint(),
             images
         );
         std::fs::write(&path, text).unwrap();
@@ -291,7 +225,7 @@ fn a_hostile_npy_header_is_refused_fast_under_a_memory_limit_without_a_backtrace
          --checkpoint {:?} {:?} {:?}",
         env!("CARGO_BIN_EXE_gradstep"),
         npy,
-        tiny(),
+        tiny_checkpoint(),
         img,
         outdir
     );
@@ -376,7 +310,7 @@ fn restore_removes_its_stale_files_from_a_reused_folder_and_keeps_others() {
             .args(["restore", "--device", "cpu", "--task", "deblur", "--kernel"])
             .args(["uniform", "--max-iter", "2", "--algorithm", algorithm])
             .arg("--checkpoint")
-            .arg(tiny())
+            .arg(tiny_checkpoint())
             .arg(&img)
             .arg(&outdir)
             .output()
@@ -499,7 +433,7 @@ fn images_under_the_ssim_window_report_psnr_and_ssim_not_available() {
             "2",
         ])
         .args(["--noise", "7.65", "--checkpoint"])
-        .arg(tiny())
+        .arg(tiny_checkpoint())
         .arg("--images")
         .arg(&images)
         .arg("--out")
@@ -526,7 +460,7 @@ fn a_cpu_out_of_memory_error_is_one_line_without_the_cpp_backtrace() {
     let script = format!(
         "ulimit -v 4194304 && exec {:?} denoise --device cpu --sigma 15 --checkpoint {:?} {:?} {:?}",
         env!("CARGO_BIN_EXE_gradstep"),
-        tiny(),
+        tiny_checkpoint(),
         img,
         out
     );

@@ -7,63 +7,14 @@
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gradstep_model::{import, Checkpoint, Graph, Sigma};
 use tch::{Device, Kind, Tensor};
 
-fn gradstep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gradstep"));
-    c.env_remove("LD_LIBRARY_PATH");
-    c
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("GRADSTEP_PYTHON")
-        .map(PathBuf::from)
-        .or(option_env!("GRADSTEP_BUILD_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("GRADSTEP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.join("reference").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"),
-        "no shared data at {}",
-        dir.display()
-    );
-    eprintln!("skipping: no shared data at {}", dir.display());
-    None
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A one-line error containing every needle, non-zero exit.
-fn assert_clear_error(o: &Output, needles: &[&str]) {
-    assert!(
-        !o.status.success(),
-        "expected failure, got success: {}",
-        stdout(o)
-    );
-    let err = stderr(o);
-    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks `{n}`: {}", lines[0]);
-    }
-}
+mod common;
+use common::*;
 
 /// Runs a script with the venv's Python (torch, safetensors), in `dir`.
 fn py(dir: &Path, script: &str) {

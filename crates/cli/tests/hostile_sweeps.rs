@@ -3,34 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::*;
+
 fn gradstep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gradstep"));
+    let mut c = common::gradstep();
     // One libtorch thread: several test processes share few cores, and OpenMP spin-waiting
     // makes each many times slower.
-    c.env_remove("LD_LIBRARY_PATH")
-        .env("GRADSTEP_FONT", "none")
-        .env("OMP_NUM_THREADS", "1");
+    c.env("GRADSTEP_FONT", "none").env("OMP_NUM_THREADS", "1");
     c
-}
-
-fn shared() -> Option<PathBuf> {
-    let dir = std::env::var_os("GRADSTEP_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared")));
-    if dir.join("data/set3c").is_dir() {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var("GRADSTEP_REQUIRE_SHARED").as_deref() != Ok("1"),
-        "no shared data at {}",
-        dir.display()
-    );
-    eprintln!("skipping: no shared data at {}", dir.display());
-    None
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn assert_ok(o: &Output) {
@@ -40,13 +21,6 @@ fn assert_ok(o: &Output) {
         text(&o.stdout),
         text(&o.stderr)
     );
-}
-
-fn trained_tiny() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../model/tests/fixtures/gs-drunet-tiny-elu.safetensors"
-    ))
 }
 
 /// `τ₀` that makes GS-PnP without backtracking blow up to NaN within a few iterations on
@@ -60,7 +34,7 @@ fn sweep_config(dir: &Path, shared: &Path, tau0: &[f64]) -> PathBuf {
         "task": "deblur",
         "axes": {
             "algorithm": ["gs-pgd"],
-            "checkpoint": [trained_tiny()],
+            "checkpoint": [tiny_checkpoint()],
             "image_set": [{"name": "set3c", "dir": shared.join("data/set3c"), "limit": 2, "crop": 32}],
             "noise": [7.65],
             "kernel": ["uniform"],
@@ -298,7 +272,7 @@ fn eval_and_restore_show_a_diverged_restoration_and_never_score_it() {
             "uniform",
         ])
         .args(["--noise", "7.65", "--checkpoint"])
-        .arg(trained_tiny())
+        .arg(tiny_checkpoint())
         .arg("--config")
         .arg(&config)
         .arg("--images")
@@ -349,7 +323,7 @@ fn eval_and_restore_show_a_diverged_restoration_and_never_score_it() {
             "restore", "--device", "cpu", "--task", "deblur", "--kernel", "uniform",
         ])
         .args(["--noise", "7.65", "--checkpoint"])
-        .arg(trained_tiny())
+        .arg(tiny_checkpoint())
         .arg("--config")
         .arg(&config)
         .arg(images.join("leaves.png"))

@@ -6,34 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+use common::*;
+
 fn gradstep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gradstep"));
-    c.env_remove("LD_LIBRARY_PATH");
+    let mut c = common::gradstep();
     // One libtorch thread: fast on a busy machine, and bitwise reproducible runs.
     c.env("OMP_NUM_THREADS", "1");
     c
-}
-
-fn tiny_config() -> &'static str {
-    concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../configs/gs-drunet-tiny.json"
-    )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Two smooth `side × side` colour images in `dir`.
-fn write_images(dir: &Path, side: u32) {
-    std::fs::create_dir_all(dir).unwrap();
-    for k in 0..2u32 {
-        let img = image::RgbImage::from_fn(side, side, |x, y| {
-            image::Rgb([(x * 5 + k * 40) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
-        });
-        img.save(dir.join(format!("img{k}.png"))).unwrap();
-    }
 }
 
 /// A scratch folder with `images/` and `runs/`.
@@ -44,7 +24,7 @@ struct Sandbox {
 impl Sandbox {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        write_images(&dir.path().join("images"), 48);
+        write_training_images(&dir.path().join("images"), 48);
         Sandbox { dir }
     }
 
@@ -400,7 +380,7 @@ fn absurd_config_values_are_refused_naming_the_file_and_the_field() {
 #[test]
 fn a_second_sigterm_still_exits_143() {
     let sb = Sandbox::new();
-    write_images(&sb.path().join("images"), 160);
+    write_training_images(&sb.path().join("images"), 160);
     // Slow steps (128² patches, batch 8), so that the second signal lands before the
     // checkpoint the first one asked for is written.
     let mut child = spawn(

@@ -33,6 +33,26 @@ pub fn is_image_path(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
+/// The image files directly in `dir` (not in its sub-folders), sorted by path: the one
+/// listing of a folder of test images (`eval`, `lipschitz`, the benchmarks). A folder that
+/// cannot be read, or that holds no image, is an error naming it.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| DataError::file(dir, format!("cannot read the image folder: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_image_path(p))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(DataError::file(
+            dir,
+            format!("no image ({}) in this folder", IMAGE_EXTENSIONS.join(", ")),
+        ));
+    }
+    Ok(files)
+}
+
 /// All image files under `roots`, sorted by path, plus the entries that could not be listed
 /// (path and reason). A root that does not exist is an error; an empty result is not (the
 /// caller decides, once it knows how many images decode).

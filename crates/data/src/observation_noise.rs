@@ -10,13 +10,16 @@
 //! the first for the next call. Written here because no crate offers numpy's legacy
 //! Gaussian; the unit test pins numpy's own first values.
 //!
+//! Both draw through [`crate::noise`], the one noise helper: [`NumpyLegacyNormal`] is a
+//! [`NormalGenerator`] laid out as numpy's arrays.
+//!
 //! Masks come from ChaCha8 on a stream of their own, so a mask is independent of the noise
 //! drawn with the same seed (the official inpainting script draws its mask unseeded).
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{DataError, Result};
+use crate::noise::{gaussian_noise, seeded, NormalGenerator};
 
 /// numpy's legacy `RandomState` Gaussian generator.
 #[derive(Debug, Clone)]
@@ -34,6 +37,11 @@ impl NumpyLegacyNormal {
         }
     }
 
+    /// `np.random.seed(seed)` for a seed numpy accepts (`0 ≤ seed < 2³²`).
+    pub fn seeded(seed: i64) -> Result<Self> {
+        Ok(Self::new(numpy_seed(seed)?))
+    }
+
     /// numpy's `legacy_double`: a uniform double in `[0, 1)` with 53 random bits.
     fn uniform(&mut self) -> f64 {
         let a = (self.mt.next_u32() >> 5) as f64;
@@ -42,7 +50,7 @@ impl NumpyLegacyNormal {
     }
 
     /// One standard normal, as numpy's `legacy_gauss`.
-    pub fn standard_normal(&mut self) -> f64 {
+    pub fn next_normal(&mut self) -> f64 {
         if let Some(g) = self.cached.take() {
             return g;
         }
@@ -68,22 +76,28 @@ fn numpy_seed(seed: i64) -> Result<u32> {
     })
 }
 
+impl NormalGenerator for NumpyLegacyNormal {
+    /// `n ~ N(0, I)` of shape `[1, C, H, W]` (float64 on the CPU), drawn as numpy fills an
+    /// `(H, W, C)` array: `np.random.normal(0, 1, (H, W, C))`.
+    fn standard_normal(&mut self, shape: &[i64]) -> Result<Tensor> {
+        let &[1, c, h, w] = shape else {
+            return Err(DataError::Invalid(format!(
+                "noise is drawn for one [1, C, H, W] image, got {shape:?}"
+            )));
+        };
+        let hwc: Vec<f64> = (0..c * h * w).map(|_| self.next_normal()).collect();
+        Ok(Tensor::f_from_slice(&hwc)?
+            .f_view([h, w, c])?
+            .f_permute([2, 0, 1])?
+            .f_contiguous()?
+            .f_unsqueeze(0)?)
+    }
+}
+
 /// `std · n` for `n ~ N(0, I)` of shape `[1, C, H, W]` (float64 on the CPU), drawn as the
 /// official scripts draw it: `np.random.seed(seed); np.random.normal(0, std, (H, W, C))`.
 pub fn official_gaussian_noise(shape: &[i64], std: f64, seed: i64) -> Result<Tensor> {
-    let &[1, c, h, w] = shape else {
-        return Err(DataError::Invalid(format!(
-            "noise is drawn for one [1, C, H, W] image, got {shape:?}"
-        )));
-    };
-    let mut rng = NumpyLegacyNormal::new(numpy_seed(seed)?);
-    let n = (c * h * w) as usize;
-    let hwc: Vec<f64> = (0..n).map(|_| std * rng.standard_normal()).collect();
-    Ok(Tensor::f_from_slice(&hwc)?
-        .f_view([h, w, c])?
-        .f_permute([2, 0, 1])?
-        .f_contiguous()?
-        .f_unsqueeze(0)?)
+    gaussian_noise(shape, std, &mut NumpyLegacyNormal::seeded(seed)?)
 }
 
 /// A `[1, 1, H, W]` mask (float64 on the CPU) keeping each pixel with probability `keep`,
@@ -94,8 +108,7 @@ pub fn random_mask(height: i64, width: i64, keep: f64, seed: i64) -> Result<Tens
             "keep probability must be in [0, 1], got {keep}"
         )));
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed as u64);
-    rng.set_stream(1);
+    let mut rng = seeded(seed as u64, 1);
     let m: Vec<f64> = (0..height * width)
         .map(|_| f64::from(u8::from(rng.gen::<f64>() < keep)))
         .collect();
@@ -122,7 +135,7 @@ mod tests {
         ];
         let mut rng = NumpyLegacyNormal::new(0);
         for (i, w) in want.iter().enumerate() {
-            let got = rng.standard_normal();
+            let got = rng.next_normal();
             assert!((got - w).abs() < 1e-15, "draw {i}: {got} vs numpy {w}");
         }
     }
@@ -132,7 +145,7 @@ mod tests {
         let t = official_gaussian_noise(&[1, 3, 2, 2], 1.0, 0).unwrap();
         let mut rng = NumpyLegacyNormal::new(0);
         // numpy's element (h=0, w=0, c=1) is its second draw, (h=0, w=1, c=0) its fourth.
-        let draws: Vec<f64> = (0..12).map(|_| rng.standard_normal()).collect();
+        let draws: Vec<f64> = (0..12).map(|_| rng.next_normal()).collect();
         assert_eq!(t.double_value(&[0, 1, 0, 0]), draws[1]);
         assert_eq!(t.double_value(&[0, 0, 0, 1]), draws[3]);
         assert_eq!(t.double_value(&[0, 2, 1, 1]), draws[11]);

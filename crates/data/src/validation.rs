@@ -4,15 +4,16 @@
 //!
 //! Noise: `y = x + (σ/255)·ξ`, not clipped, `ξ ~ N(0, I)` drawn by our own generator
 //! (ChaCha8 seeded by `(seed, σ)`, standard normal from `rand_distr`), image after image in
-//! sorted file order, values in `[C, S, S]` order. It never touches torch's global RNG.
+//! sorted file order, values in `[C, S, S]` order, through [`crate::noise::NormalGenerator`].
+//! It never touches torch's global RNG.
 use std::path::Path;
 
-use rand_distr::{Distribution, StandardNormal};
 use tch::{Device, Tensor};
 
 use crate::dataset::{scan, ImageFile};
 use crate::error::{DataError, Result};
 use crate::image_io;
+use crate::noise::NormalGenerator;
 use crate::patch::rng_for;
 
 /// Clean centre crops and their noisy versions, on the CPU.
@@ -50,21 +51,19 @@ pub fn validation_set(
         .map(|f| centre_crop(f, crop, channels))
         .collect::<Result<Vec<_>>>()?;
     let clean = Tensor::f_stack(&crops, 0)?;
-    let s = crop as usize;
-    let per_image = channels as usize * s * s;
     let mut noisy = Vec::with_capacity(sigmas_255.len());
     for &sigma in sigmas_255 {
         if !(sigma.is_finite() && sigma >= 0.0) {
             return Err(DataError::Invalid(format!("σ must be ≥ 0, got {sigma}")));
         }
-        let mut rng = rng_for(&[seed, sigma.to_bits()]);
-        let xi: Vec<f32> = (0..files.len() * per_image)
-            .map(|_| {
-                let v: f64 = StandardNormal.sample(&mut rng);
-                (v * sigma / 255.0) as f32
-            })
+        // `(ξ σ) / 255` in float64 on the host, then float32: the values this set has
+        // always had (libtorch divides by a scalar through its reciprocal).
+        let xi = rng_for(&[seed, sigma.to_bits()]).standard_normal(&clean.size())?;
+        let noise: Vec<f32> = Vec::<f64>::try_from(&xi.f_flatten(0, -1)?)?
+            .into_iter()
+            .map(|v| (v * sigma / 255.0) as f32)
             .collect();
-        let noise = Tensor::f_from_slice(&xi)?.f_view_as(&clean)?;
+        let noise = Tensor::f_from_slice(&noise)?.f_view_as(&clean)?;
         noisy.push((sigma, clean.f_add(&noise)?));
     }
     Ok(ValidationSet { clean, noisy })

@@ -34,13 +34,17 @@ pub enum Graph {
     Training,
 }
 
-/// How `J_N(x)ᵀ r` is computed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How `J_N(x)ᵀ r` in `∇g_σ(x) = x − N_σ(x) − J_N(x)ᵀ(x − N_σ(x))` is computed (and so how
+/// a training loss through `D_σ` is differentiated); `performance.grad_method` of a
+/// training config (`"adjoint"` | `"autograd"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GradMethod {
-    /// Explicit adjoint pass: first-order autograd suffices for training.
+    /// Explicit adjoint pass: training needs first-order autograd only.
     #[default]
     Adjoint,
-    /// Autograd vector-Jacobian product (double backward for training): the reference.
+    /// Autograd's vector-Jacobian product, differentiated again by the loss (double
+    /// backward): the reference, slower and larger.
     Autograd,
 }
 

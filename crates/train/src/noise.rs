@@ -3,20 +3,20 @@
 //! No generator state has to be saved for an exact resume: step `t` draws
 //! - `σ ~ U[σ_min, σ_max] / 255` (one per batch, or one per image) from a ChaCha8 stream
 //!   seeded with `mix(seed, t)`;
-//! - `ξ ~ N(0, I)` from torch's CPU generator after `tch::manual_seed(mix(seed, t))`, then
-//!   moved to the device, so the noise is the same on CPU and CUDA.
+//! - `ξ ~ N(0, I)` on the host from ChaCha8 seeded with `mix(seed, t)` on stream 1 (the one
+//!   noise helper, [`gradstep_data::noise`]; never torch's global generator), then moved to
+//!   the device, so the noise is the same on CPU and CUDA.
 //!
-//! Nothing else in a step draws from torch's generator (the Prox estimator's start comes
-//! from its own ChaCha stream, `crate::prox::start_vector`), so the noise can be drawn ahead:
-//! [`NoisePrefetch`] draws the next steps' `ξ` on a worker thread while the device trains
-//! (torch's CPU sampler takes ~3 ms for a 16×3×128² batch, long enough to leave a GPU idle
-//! at every step), with exactly the values [`draw_noise`] gives.
+//! The noise can therefore be drawn ahead: [`NoisePrefetch`] draws the next steps' `ξ` on a
+//! worker thread while the device trains (a 16×3×128² batch takes milliseconds on the CPU,
+//! long enough to leave a GPU idle at every step), with exactly the values [`draw_noise`]
+//! gives.
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
+use gradstep_data::noise::{add_drawn_noise, seeded, NormalGenerator};
 use gradstep_model::Sigma;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use tch::{Device, Kind, Tensor};
 
 use serde::{Deserialize, Serialize};
@@ -79,9 +79,9 @@ impl NoiseConfig {
     }
 }
 
-/// Held while torch's global CPU generator is seeded and drawn from, so that two draws in
-/// one process (parallel tests, a validation thread) cannot interleave between the seed and
-/// the draw.
+/// Held while torch's global CPU generator is drawn from (only the Prox estimator's
+/// unseeded start, [`crate::prox::hessian_norms_at`] without a start; noise never uses it),
+/// so that two such draws in one process cannot interleave.
 static GLOBAL_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs `f`, which seeds or draws from torch's global CPU generator, alone among such
@@ -114,7 +114,7 @@ pub fn draw_noise(
     step: u64,
 ) -> Result<(Tensor, Vec<f64>)> {
     let s = step_seed(seed, step);
-    let mut rng = ChaCha8Rng::seed_from_u64(s);
+    let mut rng = seeded(s, 0);
     let (lo, hi) = (cfg.sigma_min_255 / 255.0, cfg.sigma_max_255 / 255.0);
     let mut draw = || if hi > lo { rng.gen_range(lo..hi) } else { lo };
     let sigmas: Vec<f64> = if cfg.per_image {
@@ -122,28 +122,22 @@ pub fn draw_noise(
     } else {
         vec![draw()]
     };
-    let xi = with_torch_generator(|| {
-        // Reinterpreting the bits keeps every u64 seed distinct.
-        tch::manual_seed(s as i64);
-        Tensor::f_randn(shape, (Kind::Float, Device::Cpu))
-    })?;
+    let xi = seeded(s, 1)
+        .standard_normal(shape)?
+        .f_to_kind(Kind::Float)?;
     Ok((xi, sigmas))
 }
 
 /// `y = x + σξ` for clean patches `clean` `[B, C, P, P]` and the noise of a step (`ξ` on
 /// any device, moved to `clean`'s), and the `σ` to give the denoiser.
 pub fn add_noise(clean: &Tensor, xi: &Tensor, sigmas: Vec<f64>) -> Result<(Tensor, Sigma)> {
-    let b = clean.size()[0];
-    let xi = xi.f_to_device_(clean.device(), clean.kind(), true, false)?;
-    let scale = Tensor::f_from_slice(&sigmas)?
-        .f_to_kind(clean.kind())?
-        .f_to_device(clean.device())?;
-    let (scale, sigma) = if sigmas.len() > 1 {
-        (scale.f_view([b, 1, 1, 1])?, Sigma::PerImage(sigmas))
+    let noisy = add_drawn_noise(clean, xi, &sigmas)?;
+    let sigma = if sigmas.len() > 1 {
+        Sigma::PerImage(sigmas)
     } else {
-        (scale, Sigma::Scalar(sigmas[0]))
+        Sigma::Scalar(sigmas[0])
     };
-    Ok((clean.f_add(&xi.f_mul(&scale)?)?, sigma))
+    Ok((noisy, sigma))
 }
 
 /// The noisy batch `y = x + σξ` of step `step` for clean patches `clean` `[B, C, P, P]`,

@@ -1,7 +1,6 @@
 //! Speed settings of a training run that do not change what is learned (up to rounding):
 //! the precision of the forward pass, the memory layout, and how `∇g_σ` is differentiated.
-use gradstep_model::GradMethod;
-pub use gradstep_model::{MemoryFormat, Precision};
+pub use gradstep_model::{GradMethod, MemoryFormat, Precision};
 use serde::{Deserialize, Serialize};
 
 /// The `performance` section of a training config.
@@ -23,27 +22,5 @@ pub struct PerformanceConfig {
     pub cuda_graph: bool,
     /// How `J_N(y)ᵀ r` in `∇g_σ(y)` is computed (and so how the loss is differentiated).
     #[serde(default)]
-    pub grad_method: GradientMethod,
-}
-
-/// How `∇g_σ(y) = y − N_σ(y) − J_N(y)ᵀ(y − N_σ(y))` is computed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GradientMethod {
-    /// The explicit adjoint pass ([`GradMethod::Adjoint`]): training needs first-order
-    /// autograd only.
-    #[default]
-    Adjoint,
-    /// Autograd's vector-Jacobian product, differentiated again by the loss (double
-    /// backward, [`GradMethod::Autograd`]): the reference, slower and larger.
-    Autograd,
-}
-
-impl From<GradientMethod> for GradMethod {
-    fn from(m: GradientMethod) -> Self {
-        match m {
-            GradientMethod::Adjoint => GradMethod::Adjoint,
-            GradientMethod::Autograd => GradMethod::Autograd,
-        }
-    }
+    pub grad_method: GradMethod,
 }

@@ -248,7 +248,7 @@ fn model_and_state(
     net.set_memory_format(cfg.performance.memory_format)?;
     let mut denoiser =
         GradientStepDenoiser::new(net)
-            .with_method(cfg.performance.grad_method.into())
+            .with_method(cfg.performance.grad_method)
             // The denoiser owns the precision: its passes open their own autocast regions
             // (the step's region around the loss nests outside them).
             .with_precision(cfg.performance.precision);

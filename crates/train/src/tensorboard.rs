@@ -77,10 +77,7 @@ impl EventWriter {
 
     /// One scalar `value` under `tag` at `step`.
     pub fn scalar(&mut self, tag: &str, step: i64, value: f64) -> Result<()> {
-        let mut v = Vec::new();
-        put_bytes(&mut v, 1, tag.as_bytes());
-        put_float(&mut v, 2, value as f32);
-        self.summary_event(step, &v)
+        self.summary_event(step, &scalar_value(tag, value))
     }
 
     /// One image (`[C, H, W]` or `[1, C, H, W]`, values on `[0, 1]`, clipped) under `tag`,
@@ -168,24 +165,44 @@ impl EventWriter {
     }
 
     fn summary_event(&mut self, step: i64, value: &[u8]) -> Result<()> {
-        let mut summary = Vec::new();
-        put_bytes(&mut summary, 1, value);
-        let mut event = Vec::new();
-        put_double(&mut event, 1, wall_time());
-        put_varint_field(&mut event, 2, step as u64);
-        put_bytes(&mut event, 5, &summary);
-        self.record(&event)
+        self.record(&summary_event(wall_time(), step, value))
     }
 
     fn record(&mut self, data: &[u8]) -> Result<()> {
-        let len = (data.len() as u64).to_le_bytes();
-        let mut frame = Vec::with_capacity(data.len() + 16);
-        frame.extend_from_slice(&len);
-        frame.extend_from_slice(&masked_crc(&len).to_le_bytes());
-        frame.extend_from_slice(data);
-        frame.extend_from_slice(&masked_crc(data).to_le_bytes());
-        self.out.write_all(&frame).map_err(|e| io(&self.path, e))
+        self.out
+            .write_all(&tfrecord(data))
+            .map_err(|e| io(&self.path, e))
     }
+}
+
+/// A `Summary.Value` holding the scalar `value` under `tag`.
+fn scalar_value(tag: &str, value: f64) -> Vec<u8> {
+    let mut v = Vec::new();
+    put_bytes(&mut v, 1, tag.as_bytes());
+    put_float(&mut v, 2, value as f32);
+    v
+}
+
+/// An `Event` at `wall_time` and `step` whose summary holds the one encoded `value`.
+fn summary_event(wall_time: f64, step: i64, value: &[u8]) -> Vec<u8> {
+    let mut summary = Vec::new();
+    put_bytes(&mut summary, 1, value);
+    let mut event = Vec::new();
+    put_double(&mut event, 1, wall_time);
+    put_varint_field(&mut event, 2, step as u64);
+    put_bytes(&mut event, 5, &summary);
+    event
+}
+
+/// `data` framed as one TFRecord.
+fn tfrecord(data: &[u8]) -> Vec<u8> {
+    let len = (data.len() as u64).to_le_bytes();
+    let mut frame = Vec::with_capacity(data.len() + 16);
+    frame.extend_from_slice(&len);
+    frame.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    frame.extend_from_slice(data);
+    frame.extend_from_slice(&masked_crc(data).to_le_bytes());
+    frame
 }
 
 impl Drop for EventWriter {
@@ -331,13 +348,33 @@ mod tests {
 
     #[test]
     fn masked_crc_matches_tensorflow_vector() {
-        // crc32c("a") = 0xc1d04330 (RFC 3720 polynomial); masked as in TensorFlow.
+        // crc32c("a") = 0xc1d04330 (RFC 3720 polynomial).
         let c = crc32c::crc32c(b"a");
         assert_eq!(c, 0xc1d0_4330);
-        assert_eq!(
-            masked_crc(b"a"),
-            c.rotate_right(15).wrapping_add(0xa282_ead8)
-        );
+        // The CRC-32C check value, and TensorBoard's own `masked_crc32c`
+        // (`tensorboard.compat.tensorflow_stub.pywrap_tensorflow`) of three inputs.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+        assert_eq!(masked_crc(b"123456789"), 0xc78a_b0e5);
+        assert_eq!(masked_crc(b"a"), 0x28e4_6e78);
+        assert_eq!(masked_crc(b""), 0xa282_ead8);
+    }
+
+    /// A whole TFRecord, byte for byte, as TensorBoard 2.21 writes it:
+    /// `RecordWriter(buf).write(Event(wall_time=1700000000.5, step=42,
+    /// summary=Summary(value=[Value(tag="train/loss", simple_value=0.25)])).SerializeToString())`.
+    #[test]
+    fn a_scalar_event_is_the_record_tensorboard_writes() {
+        const TENSORBOARD: &str = "200000000000000029eda950 \
+            0900002040fc54d941102a2a130a110a0a747261696e2f6c6f7373150000803e \
+            01be611b";
+        let record = tfrecord(&summary_event(
+            1_700_000_000.5,
+            42,
+            &scalar_value("train/loss", 0.25),
+        ));
+        let hex: String = record.iter().map(|b| format!("{b:02x}")).collect();
+        let want: String = TENSORBOARD.split_whitespace().collect();
+        assert_eq!(hex, want);
     }
 
     #[test]

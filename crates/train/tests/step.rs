@@ -170,7 +170,7 @@ fn the_config_chooses_the_step() {
 fn model_of(cfg: &TrainConfig) -> (GradientStepDenoiser, Adam) {
     tch::manual_seed(cfg.seed as i64);
     let net = Drunet::new(&cfg.model, Device::Cpu).unwrap();
-    let den = GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method.into());
+    let den = GradientStepDenoiser::new(net).with_method(cfg.performance.grad_method);
     let params = den.network().var_store().variables().into_iter().collect();
     let adam = Adam::new(params, cfg.optimizer).unwrap();
     (den, adam)

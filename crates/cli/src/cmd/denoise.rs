@@ -2,9 +2,9 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use gradstep_data::noise::{add_noise, seeded};
 use gradstep_data::{load_image, metrics, save_image};
 use gradstep_model::{Graph, Sigma};
-use tch::Tensor;
 
 use crate::{checks, common};
 
@@ -66,11 +66,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let input = load_image(&a.input, channels, device)?;
     let sigma = a.sigma / 255.0;
     let (noisy, reference) = if a.add_noise {
-        tch::manual_seed(a.seed);
-        let noise =
-            Tensor::f_randn(input.size(), (input.kind(), tch::Device::Cpu))?.f_to_device(device)?;
         (
-            input.f_add(&noise.f_mul_scalar(sigma)?)?,
+            add_noise(&input, &[sigma], &mut seeded(a.seed as u64, 0))?,
             Some(input.shallow_clone()),
         )
     } else {

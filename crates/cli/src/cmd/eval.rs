@@ -3,7 +3,9 @@
 //! Problems of equal size are restored in batches (`restore_all`).
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
+use gradstep_data::noise::{add_noise, seeded};
+use gradstep_data::reduce::mean;
 use gradstep_data::{load_image, metrics};
 use gradstep_model::{Graph, Sigma};
 use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem, StopReason};
@@ -70,25 +72,6 @@ impl Row {
     }
 }
 
-fn image_files(dir: &Path, max: Option<usize>) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-                ["png", "jpg", "jpeg", "bmp", "tif", "tiff"]
-                    .contains(&e.to_ascii_lowercase().as_str())
-            })
-        })
-        .collect();
-    files.sort();
-    files.truncate(max.unwrap_or(usize::MAX));
-    if files.is_empty() {
-        bail!("{}: no images", dir.display());
-    }
-    Ok(files)
-}
-
 /// Runs the command.
 ///
 /// Everything the arguments can get wrong (noise levels, kernels, scales, algorithm
@@ -153,7 +136,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let den = den.with_options(&c.run.inference(device))?;
     let channels = ckpt.model.architecture.channels;
-    let files = image_files(&a.images, a.max_images)?;
+    let mut files = gradstep_data::dataset::list_images(&a.images)?;
+    files.truncate(a.max_images.unwrap_or(usize::MAX));
     let images: Vec<(String, Tensor)> = files
         .iter()
         .map(|p| {
@@ -247,15 +231,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn mean(v: impl Iterator<Item = f64>) -> f64 {
-    let (s, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
-    if n == 0 {
-        f64::NAN
-    } else {
-        s / n as f64
-    }
-}
-
 fn print_table(rows: &[Row], noises: &[f64]) {
     let mut keys: Vec<(String, i64)> = Vec::new();
     for r in rows {
@@ -301,7 +276,7 @@ fn print_table(rows: &[Row], noises: &[f64]) {
 /// counted next to the PSNR.
 fn mean_cells(rows: &[&Row]) -> String {
     let scored: Vec<&Row> = rows.iter().copied().filter(|r| !r.diverged()).collect();
-    let psnr = mean(scored.iter().filter_map(|r| r.psnr));
+    let psnr = mean(scored.iter().filter_map(|r| r.psnr)).unwrap_or(f64::NAN);
     let psnr = match (scored.len(), rows.len() - scored.len()) {
         (0, 0) => return "– | – | –".to_string(),
         (0, d) => return format!("diverged ({d}) | – | –"),
@@ -310,8 +285,8 @@ fn mean_cells(rows: &[&Row]) -> String {
     };
     format!(
         "{psnr} | {:.0} | {:.2}",
-        mean(scored.iter().map(|r| r.iterations as f64)),
-        mean(scored.iter().map(|r| r.seconds))
+        mean(scored.iter().map(|r| r.iterations as f64)).unwrap_or(f64::NAN),
+        mean(scored.iter().map(|r| r.seconds)).unwrap_or(f64::NAN)
     )
 }
 
@@ -369,10 +344,7 @@ fn denoise_table(
     let mut rows = Vec::new();
     for &s in noises {
         for (name, img) in images {
-            tch::manual_seed(seed);
-            let noise = Tensor::f_randn(img.size(), (tch::Kind::Float, tch::Device::Cpu))?
-                .f_to_device(img.device())?;
-            let y = img.f_add(&noise.f_mul_scalar(s / 255.0)?)?;
+            let y = add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?;
             let sigma = Sigma::Scalar(s / 255.0);
             let d = den
                 .denoise(&y, &sigma, Graph::Inference)?
@@ -393,8 +365,8 @@ fn denoise_table(
         let rs: Vec<&DenoiseRow> = rows.iter().filter(|r| r.sigma == s).collect();
         println!(
             "| {s} | {:.2} | {:.2} |",
-            mean(rs.iter().map(|r| r.psnr_d)),
-            mean(rs.iter().map(|r| r.psnr_n))
+            mean(rs.iter().map(|r| r.psnr_d)).unwrap_or(f64::NAN),
+            mean(rs.iter().map(|r| r.psnr_n)).unwrap_or(f64::NAN)
         );
     }
     let mut csv = String::from("image,sigma,psnr_d,psnr_n\n");

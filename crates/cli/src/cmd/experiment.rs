@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use gradstep_data::reduce::mean;
 use gradstep_data::{load_image, save_image};
 use gradstep_pnp::sweep::{draw, Chart, Series};
 use plotters::style::{Color, Palette, Palette99};
@@ -241,7 +242,7 @@ fn line_points(
     }
     let mut points: Vec<(f64, f64)> = by_x
         .into_values()
-        .map(|(xv, ys)| (xv, ys.iter().sum::<f64>() / ys.len() as f64))
+        .map(|(xv, ys)| (xv, mean(ys).unwrap_or(f64::NAN)))
         .collect();
     points.sort_by(|a, b| a.0.total_cmp(&b.0));
     let min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);

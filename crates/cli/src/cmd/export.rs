@@ -7,7 +7,6 @@
 //! variables, no script folder on `sys.path`) with its program given inline.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context};
 use gradstep_model::export::{deepinv_arguments, exported_state_dict, ExportFormat};
@@ -117,30 +116,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ExportFormat::Lightning => "lightning",
             _ => "state_dict",
         };
-        let python = common::python();
-        let output = Command::new(&python)
-            .arg("-I")
-            .arg("-c")
-            .arg(TO_TORCH)
-            .arg(tmp.path())
-            .arg(&a.output)
-            .arg(fmt)
-            .arg(hyper.to_string())
+        let hyper = hyper.to_string();
+        let args = [
+            tmp.path().as_os_str(),
+            a.output.as_os_str(),
+            fmt.as_ref(),
+            hyper.as_ref(),
+        ];
+        let output = common::isolated_python(TO_TORCH, args)
             .output()
-            .with_context(|| {
-                format!(
-                    "cannot run {} (set GRADSTEP_PYTHON to a Python with torch)",
-                    python.display()
-                )
-            })?;
+            .with_context(common::python_start_error)?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
-            let reason = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            bail!("{}: export failed: {}", a.output.display(), reason.trim());
+            let reason = common::last_line(&stderr);
+            bail!("{}: export failed: {reason}", a.output.display());
         }
         let side = side_note_path(&a.output);
         gradstep_model::write_atomic(&side, serde_json::to_string_pretty(&note)?.as_bytes())?;

@@ -9,7 +9,7 @@
 //! The architecture is then inferred from the tensors' names and shapes.
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{anyhow, bail, Context};
 use gradstep_model::import::{MAX_IMPORT_BYTES, MAX_IMPORT_ELEMENTS};
@@ -53,28 +53,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// The network tensors of PyTorch checkpoint `input` as safetensors bytes, from
 /// `unpickle.py` in an isolated interpreter.
 fn unpickle(input: &Path) -> anyhow::Result<Vec<u8>> {
-    let python = common::python();
-    let mut child = Command::new(&python)
-        // -I implies -E (PYTHONPATH, PYTHONHOME, PYTHONSTARTUP... ignored) and -s (no user
-        // site-packages) and keeps the current folder off sys.path; the variables are
-        // removed as well for interpreters that are wrappers around another one.
-        .args(["-I", "-c", UNPICKLE])
-        .arg(input)
-        .arg(MAX_IMPORT_ELEMENTS.to_string())
-        .env_remove("PYTHONPATH")
-        .env_remove("PYTHONHOME")
-        .env_remove("PYTHONSTARTUP")
-        .env_remove("PYTHONUSERBASE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "cannot run {} (set GRADSTEP_PYTHON to a Python with torch)",
-                python.display()
-            )
-        })?;
+    let mut child = common::isolated_python(
+        UNPICKLE,
+        [input.as_os_str(), MAX_IMPORT_ELEMENTS.to_string().as_ref()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .with_context(common::python_start_error)?;
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let stderr_reader = std::thread::spawn(move || {
         let mut text = Vec::new();
@@ -105,13 +91,7 @@ fn unpickle(input: &Path) -> anyhow::Result<Vec<u8>> {
     }
     if !status.success() {
         // The script's last stderr line names the file and the problem.
-        let reason = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("")
-            .trim()
-            .to_string();
+        let reason = common::last_line(&stderr);
         if reason.contains(&input.display().to_string()) {
             bail!("{reason}");
         }

@@ -2,12 +2,14 @@
 //!
 //! The check of the Prox-DRUNet paper: `D_σ` is a proximal operator when `∇g_σ` is
 //! `L`-Lipschitz with `L < 1`, so a Prox checkpoint must give max < 1 on CBSD68.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use gradstep_data::load_image;
-use gradstep_model::{write_atomic, Checkpoint, Sigma, LIPSCHITZ_SECTION};
-use gradstep_train::prox::{hessian_norms, ProxPenaltyConfig, SpectralEstimator};
+use gradstep_data::noise::{add_noise, seeded};
+use gradstep_data::reduce;
+use gradstep_model::{write_atomic, Checkpoint, Graph, Sigma, LIPSCHITZ_SECTION};
+use gradstep_train::prox::{hessian_norms_at, start_vector, ProxPenaltyConfig, SpectralEstimator};
 use serde::Serialize;
 use tch::Tensor;
 
@@ -119,30 +121,6 @@ struct ImageNorm {
     products: usize,
 }
 
-/// The image files of `dir`, sorted by name.
-fn image_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read the image directory {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .map(|e| {
-                    matches!(
-                        e.to_ascii_lowercase().as_str(),
-                        "png" | "jpg" | "jpeg" | "bmp" | "tif" | "tiff"
-                    )
-                })
-                .unwrap_or(false)
-        })
-        .collect();
-    files.sort();
-    if files.is_empty() {
-        bail!("{}: no images (png, jpg, bmp, tif) found", dir.display());
-    }
-    Ok(files)
-}
-
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.sigma.is_empty() || a.sigma.iter().any(|s| !(*s > 0.0 && s.is_finite())) {
@@ -158,7 +136,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let device = common::parse_device(a.device.as_deref())?;
     let (ckpt, den) = common::load_denoiser(&a.checkpoint, device)?;
     let channels = ckpt.model.architecture.channels;
-    let mut files = image_files(&a.images)?;
+    let mut files = gradstep_data::dataset::list_images(&a.images)?;
     files.truncate(a.limit.unwrap_or(usize::MAX));
     let images = files
         .iter()
@@ -187,14 +165,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             let mut noisy = Vec::new();
             for (k, x) in images.iter().enumerate().take(end).skip(i) {
-                tch::manual_seed(a.seed + 1000 * j as i64 + k as i64);
-                let noise =
-                    Tensor::f_randn(x.size(), (x.kind(), tch::Device::Cpu))?.f_to_device(device)?;
-                noisy.push(x.f_add(&noise.f_mul_scalar(sigma)?)?);
+                let seed = a.seed + 1000 * j as i64 + k as i64;
+                noisy.push(add_noise(x, &[sigma], &mut seeded(seed as u64, 0))?);
             }
             let y = Tensor::f_cat(&noisy, 0)?;
-            tch::manual_seed(a.seed + 1000 * j as i64 + 500 + i as i64);
-            let h = hessian_norms(&den, &y, &Sigma::Scalar(sigma), &cfg)
+            let start_seed = a.seed + 1000 * j as i64 + 500 + i as i64;
+            let start = start_vector(&y.size(), start_seed as u64, device)?;
+            let h = den
+                .gradient_at(&y, &Sigma::Scalar(sigma))
+                .map_err(anyhow::Error::from)
+                .and_then(|at| Ok(hessian_norms_at(&at, &cfg, Graph::Inference, Some(&start))?))
                 .with_context(|| format!("{} at σ = {s255}", files[i].display()))?;
             for (k, f) in files.iter().enumerate().take(end).skip(i) {
                 rows.push(ImageNorm {
@@ -208,13 +188,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
             i = end;
         }
-        let max = rows
-            .iter()
-            .map(|r| r.norm)
-            .fold(f64::NEG_INFINITY, f64::max);
-        let mean = rows.iter().map(|r| r.norm).sum::<f64>() / rows.len() as f64;
+        let max = reduce::max(rows.iter().map(|r| r.norm)).unwrap_or(f64::NAN);
+        let mean = reduce::mean(rows.iter().map(|r| r.norm)).unwrap_or(f64::NAN);
         let above = rows.iter().filter(|r| r.norm >= 1.0).count();
-        let products = rows.iter().map(|r| r.products).sum::<usize>() as f64 / rows.len() as f64;
+        let products = reduce::mean(rows.iter().map(|r| r.products as f64)).unwrap_or(f64::NAN);
         println!(
             "| {s255} | {max:.4} | {mean:.4} | {above}/{} | {products:.1} |",
             rows.len()

@@ -2,6 +2,7 @@
 mod common;
 mod conversions;
 mod corrupt;
+mod listing;
 mod metrics_nan;
 mod sampler;
 mod validation;

@@ -3,6 +3,9 @@
 //!
 //! An algorithm ([`Scheme`]) only says how to start and how to make one step on the active
 //! problems; acceptance (backtracking), the stopping rule and the records are written here once.
+//! What a scheme carries from one step to the next besides the iterate (GS-PnP's `∇g_σ`) is
+//! its own [`Scheme::Cache`]: the driver keeps its rows in step with the problems'
+//! ([`StepCache`]) without knowing what it holds.
 //!
 //! A step's per-problem numbers (`F`, `f`, `g`, the tested value, `‖x_{k+1} − x_k‖`, `‖x_k‖`
 //! and the PSNR's MSE) stay on the device until the driver reads them all in one transfer:
@@ -29,8 +32,31 @@ pub(crate) struct Active {
     pub y: Tensor,
 }
 
-/// The iterate of the active problems.
-pub(crate) struct State {
+/// What a scheme keeps from one step for the next, one row per active problem. The driver
+/// keeps it beside the iterate: a rejected trial keeps the old rows, a finished problem's
+/// row leaves the batch.
+pub(crate) trait StepCache: Default {
+    /// `new`'s rows where `accept`, `old`'s elsewhere (`accepted`: `accept` as a
+    /// `[k, 1, 1, 1]` bool tensor on the device).
+    fn merge(new: &Self, old: &Self, accept: &[bool], accepted: &Tensor) -> Result<Self>;
+    /// The rows `keep` of the problems still running (`idx`: `keep` as an index tensor on
+    /// the device).
+    fn select(&self, keep: &[usize], idx: &Tensor) -> Result<Self>;
+}
+
+/// Schemes that keep nothing between steps.
+impl StepCache for () {
+    fn merge(_: &Self, _: &Self, _: &[bool], _: &Tensor) -> Result<Self> {
+        Ok(())
+    }
+
+    fn select(&self, _: &[usize], _: &Tensor) -> Result<Self> {
+        Ok(())
+    }
+}
+
+/// The iterate of the active problems, with the scheme's cache `C`.
+pub(crate) struct State<C = ()> {
     /// `x_k`.
     pub x: Tensor,
     /// The image reported as the result at this point (`x_k`, or `D^α(x_k)` for DRS).
@@ -38,17 +64,15 @@ pub(crate) struct State {
     /// The value whose decrease is tested and whose relative change stops (`F` or `Ψ`);
     /// filled in by the driver from [`Step::value`].
     pub value: Vec<f64>,
-    /// `∇g_σ(x_k)` when the scheme keeps it for the next step.
-    pub cache: Option<Tensor>,
-    /// The `σ` (0–1 scale) the cache was computed with, per problem.
-    pub cache_sigma: Vec<f64>,
+    /// What the scheme keeps for its next step.
+    pub cache: C,
 }
 
 /// One step (or the start) of the active problems. The per-problem numbers are `[B]`
 /// tensors on the device (NaN where a scheme does not know them).
-pub(crate) struct Step {
+pub(crate) struct Step<C = ()> {
     /// The proposed next state (its `value` is left empty).
-    pub next: State,
+    pub next: State<C>,
     /// The tested value (`F` or `Ψ`) at the proposed point.
     pub value: Tensor,
     /// The objective `F`.
@@ -59,10 +83,10 @@ pub(crate) struct Step {
     pub regulariser: Tensor,
 }
 
-impl Step {
+impl<C: StepCache> Step<C> {
     /// A step to `x` (shown as `output`) where only the data term `f(x)` is known: schemes
-    /// that test no objective (HQS, and the starts of the Prox-PnP schemes).
-    pub(crate) fn data_only(a: &Active, x: Tensor, output: Tensor) -> Result<Step> {
+    /// that test no objective (HQS, and the starts of the Prox-PnP schemes); nothing cached.
+    pub(crate) fn data_only(a: &Active, x: Tensor, output: Tensor) -> Result<Step<C>> {
         let f = a.op.data_fidelity(&x, &a.y)?.f_to_kind(Kind::Double)?;
         let unknown = f.f_full_like(f64::NAN)?;
         Ok(Step {
@@ -70,8 +94,7 @@ impl Step {
                 x,
                 output,
                 value: Vec::new(),
-                cache: None,
-                cache_sigma: vec![f64::NAN; a.ids.len()],
+                cache: C::default(),
             },
             value: unknown.shallow_clone(),
             objective: unknown.shallow_clone(),
@@ -96,7 +119,7 @@ struct Readout {
 
 /// Reads `step`'s numbers, `‖x_next − x‖` and `‖x‖` (when `x` is given) and the PSNR of
 /// the output against `truth`, with a single device-to-host transfer.
-fn read_out(step: &Step, x: Option<&Tensor>, truth: &Option<Tensor>) -> Result<Readout> {
+fn read_out<C>(step: &Step<C>, x: Option<&Tensor>, truth: &Option<Tensor>) -> Result<Readout> {
     let k = step.data.size()[0];
     let nan = step.data.f_full_like(f64::NAN)?;
     let (dx, xn) = match x {
@@ -196,6 +219,8 @@ impl Monotonicity {
 
 /// An algorithm written as a start and a step.
 pub(crate) trait Scheme {
+    /// What the scheme keeps from one step for the next (`()`: nothing).
+    type Cache: StepCache;
     /// The starting state from `x₀` (before the scheme's own initial prox, if any); by
     /// default `x₀` itself, where only the data term is known.
     fn start(
@@ -204,11 +229,17 @@ pub(crate) trait Scheme {
         a: &Active,
         x0: &Tensor,
         _tau: &[f64],
-    ) -> Result<Step> {
+    ) -> Result<Step<Self::Cache>> {
         Step::data_only(a, x0.shallow_clone(), x0.shallow_clone())
     }
     /// One step from `s` with step sizes `tau`.
-    fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step>;
+    fn step(
+        &self,
+        den: &GradientStepDenoiser,
+        a: &Active,
+        s: &State<Self::Cache>,
+        tau: &[f64],
+    ) -> Result<Step<Self::Cache>>;
     /// The rules for problem `id` at iteration `iter`.
     fn rules(&self, id: usize, iter: usize) -> Rules;
     /// `τ₀` of problem `id`.
@@ -269,7 +300,8 @@ fn rows(mask: &[bool], like: &Tensor) -> Result<Tensor> {
         .f_view([-1, 1, 1, 1])?)
 }
 
-fn merge(m: &Tensor, new: &Tensor, old: &Tensor) -> Result<Tensor> {
+/// `new`'s rows where `m`, `old`'s elsewhere.
+pub(crate) fn merge(m: &Tensor, new: &Tensor, old: &Tensor) -> Result<Tensor> {
     Ok(new.f_where_self(m, old)?)
 }
 
@@ -280,8 +312,8 @@ fn per_image_norm(t: &Tensor) -> Result<Tensor> {
 }
 
 /// Runs `scheme` on a batch: `op`, `y`, `x0` (and `truth`) hold all problems stacked.
-pub(crate) fn run(
-    scheme: &dyn Scheme,
+pub(crate) fn run<S: Scheme>(
+    scheme: &S,
     den: &GradientStepDenoiser,
     op: Degradation,
     y: Tensor,
@@ -420,20 +452,7 @@ pub(crate) fn run(
             value: (0..k)
                 .map(|j| if accept[j] { r.value[j] } else { s.value[j] })
                 .collect(),
-            cache: match (&step.next.cache, &s.cache) {
-                (Some(new), Some(old)) => Some(merge(&m, new, old)?),
-                (Some(new), None) if accept.iter().all(|&b| b) => Some(new.shallow_clone()),
-                _ => None,
-            },
-            cache_sigma: (0..k)
-                .map(|j| {
-                    if accept[j] {
-                        step.next.cache_sigma[j]
-                    } else {
-                        s.cache_sigma[j]
-                    }
-                })
-                .collect(),
+            cache: StepCache::merge(&step.next.cache, &s.cache, &accept, &m)?,
         };
         if finished.iter().all(Option::is_none) {
             continue;
@@ -464,8 +483,7 @@ pub(crate) fn run(
             x: pick(&s.x)?,
             output: pick(&s.output)?,
             value: keep_u.iter().map(|&j| s.value[j]).collect(),
-            cache: s.cache.as_ref().map(pick).transpose()?,
-            cache_sigma: keep_u.iter().map(|&j| s.cache_sigma[j]).collect(),
+            cache: s.cache.select(&keep_u, &idx)?,
         };
         a = Active {
             ids: keep_u.iter().map(|&j| a.ids[j]).collect(),

@@ -11,9 +11,50 @@ use gradstep_model::{GradientStepDenoiser, Graph};
 use tch::{Kind, Tensor};
 
 use super::config::{GsOutput, GsPgdConfig};
-use super::driver::{sigma_of, tensor_of, Active, Rules, Scheme, State, Step};
+use super::driver::{merge, sigma_of, tensor_of, Active, Rules, Scheme, State, Step, StepCache};
 use crate::error::Result;
 use crate::operators::LinearOperator;
+
+/// `∇g_σ(x_k)` of the active problems, computed to test `F(x_k)` and kept for the step from
+/// `x_k`, with the `σ` (0–1 scale) of each row: a step whose `σ` differs (the warm-up ends)
+/// computes it again. Empty after a start or a merge that could not keep every row.
+#[derive(Default)]
+pub(crate) struct GradientCache(Option<CachedGradient>);
+
+struct CachedGradient {
+    grad: Tensor,
+    sigma: Vec<f64>,
+}
+
+impl StepCache for GradientCache {
+    fn merge(new: &Self, old: &Self, accept: &[bool], accepted: &Tensor) -> Result<Self> {
+        Ok(GradientCache(match (&new.0, &old.0) {
+            (Some(new), Some(old)) => Some(CachedGradient {
+                grad: merge(accepted, &new.grad, &old.grad)?,
+                sigma: accept
+                    .iter()
+                    .zip(new.sigma.iter().zip(&old.sigma))
+                    .map(|(&a, (&n, &o))| if a { n } else { o })
+                    .collect(),
+            }),
+            (Some(new), None) if accept.iter().all(|&a| a) => Some(CachedGradient {
+                grad: new.grad.shallow_clone(),
+                sigma: new.sigma.clone(),
+            }),
+            _ => None,
+        }))
+    }
+
+    fn select(&self, keep: &[usize], idx: &Tensor) -> Result<Self> {
+        Ok(GradientCache(match &self.0 {
+            Some(c) => Some(CachedGradient {
+                grad: c.grad.f_index_select(0, idx)?,
+                sigma: keep.iter().map(|&j| c.sigma[j]).collect(),
+            }),
+            None => None,
+        }))
+    }
+}
 
 /// GS-PnP over a batch, one config per problem.
 pub(crate) struct GsPgd<'c> {
@@ -42,7 +83,7 @@ impl GsPgd<'_> {
         x: &Tensor,
         iters: &[usize],
         tau: &[f64],
-    ) -> Result<Step> {
+    ) -> Result<Step<GradientCache>> {
         let sigmas: Vec<f64> = a
             .ids
             .iter()
@@ -76,8 +117,10 @@ impl GsPgd<'_> {
                 x: x.shallow_clone(),
                 output,
                 value: Vec::new(),
-                cache: Some(grad),
-                cache_sigma: sigmas,
+                cache: GradientCache(Some(CachedGradient {
+                    grad,
+                    sigma: sigmas,
+                })),
             },
             value: objective.shallow_clone(),
             objective,
@@ -88,26 +131,34 @@ impl GsPgd<'_> {
 }
 
 impl Scheme for GsPgd<'_> {
+    type Cache = GradientCache;
+
     fn start(
         &self,
         den: &GradientStepDenoiser,
         a: &Active,
         x0: &Tensor,
         tau: &[f64],
-    ) -> Result<Step> {
+    ) -> Result<Step<GradientCache>> {
         let x = a.op.prox_data(x0, &a.y, &tensor_of(tau, x0)?)?;
         self.evaluate(den, a, &x, &a.iters, tau)
     }
 
-    fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step> {
+    fn step(
+        &self,
+        den: &GradientStepDenoiser,
+        a: &Active,
+        s: &State<GradientCache>,
+        tau: &[f64],
+    ) -> Result<Step<GradientCache>> {
         let sigmas: Vec<f64> = a
             .ids
             .iter()
             .zip(&a.iters)
             .map(|(&i, &k)| self.sigma(i, k))
             .collect();
-        let grad = match &s.cache {
-            Some(g) if s.cache_sigma == sigmas => g.shallow_clone(),
+        let grad = match &s.cache.0 {
+            Some(c) if c.sigma == sigmas => c.grad.shallow_clone(),
             _ => den.grad(&s.x, &sigma_of(&sigmas), Graph::Inference)?,
         };
         let tl: Vec<f64> = a

@@ -26,6 +26,8 @@ impl Hqs<'_> {
 }
 
 impl Scheme for Hqs<'_> {
+    type Cache = ();
+
     fn step(
         &self,
         den: &GradientStepDenoiser,

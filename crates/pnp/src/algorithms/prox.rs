@@ -77,6 +77,8 @@ impl ProxPnp<'_> {
 }
 
 impl Scheme for ProxPnp<'_> {
+    type Cache = ();
+
     fn step(&self, den: &GradientStepDenoiser, a: &Active, s: &State, tau: &[f64]) -> Result<Step> {
         let x = &s.x;
         let lam = tensor_of(tau, x)?;
@@ -128,8 +130,7 @@ impl Scheme for ProxPnp<'_> {
                 x: next_x,
                 output,
                 value: Vec::new(),
-                cache: None,
-                cache_sigma: vec![f64::NAN; a.ids.len()],
+                cache: (),
             },
             value,
             objective,

@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use gradstep_data::reduce::mean;
+
 use crate::plot::{describe, Chart, Series};
 use crate::sweep::error::{SweepError, SweepResult};
 use crate::sweep::grid::Point;
@@ -140,7 +142,7 @@ fn sweep_series(done: &[&Record], axis: Axis) -> (Vec<Series>, Vec<f64>) {
         .map(|(label, by_x)| {
             let mut points: Vec<(f64, f64)> = by_x
                 .into_iter()
-                .map(|(x, ys)| (f64::from_bits(x), ys.iter().sum::<f64>() / ys.len() as f64))
+                .map(|(x, ys)| (f64::from_bits(x), mean(ys).unwrap_or(f64::NAN)))
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             Series { label, points }

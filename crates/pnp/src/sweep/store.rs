@@ -132,9 +132,7 @@ impl Record {
 
     /// Mean number of iterations over the images (diverged ones included).
     pub fn mean_iterations(&self) -> Option<f64> {
-        let images = self.images();
-        (!images.is_empty())
-            .then(|| images.iter().map(|s| s.iterations as f64).sum::<f64>() / images.len() as f64)
+        gradstep_data::reduce::mean(self.images().iter().map(|s| s.iterations as f64))
     }
 
     /// How many images of the point diverged (0 for failed points).
@@ -156,7 +154,7 @@ impl Record {
             return None;
         }
         let values = images.iter().map(f).collect::<Option<Vec<f64>>>()?;
-        Some(values.iter().sum::<f64>() / values.len() as f64)
+        gradstep_data::reduce::mean(values)
     }
 
     /// Whether the point finished (diverged images included: running it again would
