@@ -680,6 +680,7 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
             .arg("--checkpoint")
             .arg(trained_tiny())
             .args(extra)
+            .arg("--clean")
             .arg(&img)
             .arg(out)
             .output()
@@ -740,6 +741,7 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
             "--checkpoint",
             "c",
         ])
+        .arg("--clean")
         .arg(&img)
         .arg(&bad)
         .output()

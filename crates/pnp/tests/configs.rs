@@ -1,5 +1,5 @@
 //! The shipped configs parse and agree with the reference defaults in code.
-use gradstep_pnp::{AlgorithmConfig, AlgorithmKind, Kernel, KernelSpec, TaskKind};
+use gradstep_pnp::{Algorithm, AlgorithmConfig, Kernel, KernelSpec, Task};
 
 fn configs_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/pnp"))
@@ -28,8 +28,9 @@ fn deblur_reference_matches_its_config_file() {
         std::fs::read_to_string(configs_dir().join("gs-pgd-deblur-levin-7.65.json")).unwrap();
     let c: AlgorithmConfig = serde_json::from_str(&text).unwrap();
     let mut r = AlgorithmConfig::reference(
-        AlgorithmKind::GsPgd,
-        TaskKind::Deblur { generated: false },
+        Algorithm::GsPgd,
+        Task::Deblur,
+        Some(&KernelSpec::Levin(0)),
         7.65,
     );
     let AlgorithmConfig::GsPgd(g) = &r else {
@@ -50,11 +51,11 @@ fn unknown_fields_are_rejected() {
 fn an_empty_iteration_budget_is_refused_by_name() {
     // The loop steps before it tests the budget, so 0 would quietly run one iteration.
     for (kind, field) in [
-        (AlgorithmKind::GsPgd, "max_iter"),
-        (AlgorithmKind::ProxDrs, "max_iter"),
-        (AlgorithmKind::Hqs, "iterations"),
+        (Algorithm::GsPgd, "max_iter"),
+        (Algorithm::ProxDrs, "max_iter"),
+        (Algorithm::Hqs, "iterations"),
     ] {
-        let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
+        let mut c = AlgorithmConfig::reference(kind, Task::Denoise, None, 15.0);
         c.validate().unwrap();
         c.set_iterations(0);
         let err = c.validate().unwrap_err().to_string();
@@ -128,14 +129,14 @@ fn benchmark_kernel_sets_load() {
 fn denoiser_levels_beyond_255_are_refused_by_field() {
     // 1e308 passed the old "positive and finite" check and overflowed σ² in the algorithms.
     for kind in [
-        AlgorithmKind::GsPgd,
-        AlgorithmKind::ProxDrs,
-        AlgorithmKind::Hqs,
+        Algorithm::GsPgd,
+        Algorithm::ProxDrs,
+        Algorithm::Hqs,
     ] {
-        let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
+        let mut c = AlgorithmConfig::reference(kind, Task::Denoise, None, 15.0);
         c.set_sigma(1e308);
         let err = c.validate().unwrap_err().to_string();
-        let field = if kind == AlgorithmKind::Hqs {
+        let field = if kind == Algorithm::Hqs {
             "sigma_end"
         } else {
             "sigma"

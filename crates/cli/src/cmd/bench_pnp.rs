@@ -11,7 +11,7 @@ use gradstep_model::{
 };
 use gradstep_pnp::{
     restore, restore_all, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, Restoration,
-    RestorationProblem, Task,
+    DegradationSpec, RestorationProblem,
 };
 
 use super::bench::{architecture, gib, run_anchor, sync};
@@ -96,7 +96,7 @@ pub fn run(a: PnpArgs) -> anyhow::Result<()> {
             let x = load_image(f, 3, device)?;
             Ok(RestorationProblem::synthesize(
                 &x,
-                &Task::Deblur(kernel.clone()),
+                &DegradationSpec::Deblur(kernel.clone()),
                 nu,
                 0,
             )?)

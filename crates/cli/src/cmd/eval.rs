@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use gradstep_data::{load_image, metrics};
 use gradstep_model::{Graph, Sigma};
-use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem, StopReason};
+use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem, StopReason, Task};
 use serde::Serialize;
 use tch::Tensor;
 
-use super::restore::{algorithm_config, task_for, Common, TaskArg};
+use super::restore::{algorithm_config, task_for, Common};
 use crate::{checks, common};
 
 /// Arguments of `gradstep eval`.
@@ -99,7 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let c = &a.common;
     let noises = match &a.noise {
         Some(n) => n.clone(),
-        None if c.task == TaskArg::Denoise => vec![5.0, 15.0, 25.0, 50.0],
+        None if c.task == Task::Denoise => vec![5.0, 15.0, 25.0, 50.0],
         None => vec![2.55, 7.65, 12.75],
     };
     for &n in &noises {
@@ -107,19 +107,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     checks::common_levels(c)?;
     let kernels: Vec<Option<KernelSpec>> = match c.task {
-        TaskArg::Deblur => {
+        Task::Deblur => {
             KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
                 .into_iter()
                 .map(Some)
                 .collect()
         }
-        TaskArg::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
+        Task::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
             .into_iter()
             .map(Some)
             .collect(),
         _ => vec![None],
     };
-    let scales = if c.task == TaskArg::Sr {
+    let scales = if c.task == Task::Sr {
         a.scales.clone()
     } else {
         vec![1]
@@ -128,14 +128,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for k in &kernels {
         for &s in &scales {
-            let (task, kind) = task_for(c.task, k.as_ref(), s, c)?;
+            let task = task_for(c.task, k.as_ref(), s, c)?;
             let label = k
                 .as_ref()
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "mask".into());
             let configs = noises
                 .iter()
-                .map(|&n| algorithm_config(c, kind, n))
+                .map(|&n| algorithm_config(c, c.task, k.as_ref(), n))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             tasks.push((label, s, task, configs));
         }
@@ -145,7 +145,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     common::autotune_convolutions(device);
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
     let warnings = match tasks.first() {
-        Some((_, _, _, configs)) if c.task != TaskArg::Denoise => configs
+        Some((_, _, _, configs)) if c.task != Task::Denoise => configs
             .first()
             .map(|cfg| super::restore::denoiser_warnings(cfg, &ckpt, &c.checkpoint))
             .unwrap_or_default(),
@@ -164,12 +164,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Ok((name, load_image(p, channels, device)?))
         })
         .collect::<anyhow::Result<_>>()?;
-    let algo = if c.task == TaskArg::Denoise {
+    let algo = if c.task == Task::Denoise {
         "denoiser"
     } else {
-        c.algorithm.as_str()
+        c.algorithm.name()
     };
-    let task_name = format!("{:?}", c.task).to_lowercase();
+    let task_name = c.task.name();
     let out = a
         .out
         .clone()
@@ -179,7 +179,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let path = out.join("warnings.txt");
         gradstep_model::write_atomic(&path, (warnings.join("\n") + "\n").as_bytes())?;
     }
-    if c.task == TaskArg::Denoise {
+    if c.task == Task::Denoise {
         return denoise_table(&den, &images, &noises, c.seed, &out);
     }
     let max_batch = a.max_batch.unwrap_or(if device.is_cuda() { 8 } else { 2 });

@@ -30,7 +30,7 @@ mod store;
 
 pub use crate::plot::{draw, Chart, Series};
 pub use config::{
-    Axes, ImageSet, KernelName, Settings, SigmaDen, SweepAlgorithm, SweepConfig, Task,
+    Algorithm, Axes, ImageSet, KernelName, Settings, SigmaDen, SweepConfig, Task,
 };
 pub use engine::{run_point, run_shard, PointResult, PointRunner, RunSummary};
 pub use error::{SweepError, SweepResult};
