@@ -65,7 +65,14 @@ fn write_image(path: &Path, w: u32, h: u32) {
 /// `restore` on the CPU with 4 iterations of GS-PnP: `args`, then the output folder.
 fn restore(args: &[&str], outdir: &Path) -> Output {
     gradstep()
-        .args(["restore", "--device", "cpu", "--max-iter", "4", "--checkpoint"])
+        .args([
+            "restore",
+            "--device",
+            "cpu",
+            "--max-iter",
+            "4",
+            "--checkpoint",
+        ])
         .arg(tiny())
         .args(args)
         .arg(outdir)
@@ -154,7 +161,10 @@ fn observations_written_by_clean_restore_to_the_same_image_with_observed() {
             let restored = read(&out.join("restored.npy"));
             let diff = max_abs_diff(&restored, &x);
             if tolerance.is_finite() {
-                assert!(diff <= tolerance, "{task} from {source}: max |Δ| = {diff:e}");
+                assert!(
+                    diff <= tolerance,
+                    "{task} from {source}: max |Δ| = {diff:e}"
+                );
                 assert_eq!(restored_psnr(&o2), restored_psnr(&o), "{task}");
             } else {
                 // 8 bits: the observation is rounded to 1/255 and clipped to [0, 1], and the
@@ -202,7 +212,10 @@ fn observed_restores_without_a_reference_and_writes_everything_else() {
     ] {
         assert!(out.join(f).is_file(), "no {f}");
     }
-    assert!(!out.join("psnr.png").exists(), "a PSNR plot without a reference");
+    assert!(
+        !out.join("psnr.png").exists(),
+        "a PSNR plot without a reference"
+    );
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
     assert_eq!(run["mode"], "observed");
@@ -237,15 +250,28 @@ fn bad_observations_kernels_and_masks_are_refused_before_any_work() {
     let big = dir.path().join("big.npy");
     write_npy(&big, &[31, 31], &vec![1.0 / 961.0; 31 * 31]);
     let k = format!("file:{}", big.display());
-    let o = restore(&[&deblur[..], &["--noise", "5", "--kernel", &k]].concat(), &out);
-    assert_refused(&o, &["big.npy", "31×31", "larger than the 20×24 image", "y.png"]);
+    let o = restore(
+        &[&deblur[..], &["--noise", "5", "--kernel", &k]].concat(),
+        &out,
+    );
+    assert_refused(
+        &o,
+        &["big.npy", "31×31", "larger than the 20×24 image", "y.png"],
+    );
     // A non-finite observation.
     let nan = dir.path().join("nan.npy");
     let mut v = vec![0.5; 6 * 5 * 3];
     v[7] = f64::NAN;
     write_npy(&nan, &[6, 5, 3], &v);
     let o = restore(
-        &["--task", "denoise", "--observed", path(&nan), "--noise", "5"],
+        &[
+            "--task",
+            "denoise",
+            "--observed",
+            path(&nan),
+            "--noise",
+            "5",
+        ],
         &out,
     );
     assert_refused(&o, &["nan.npy", "1 non-finite value(s)", "flat index 7"]);
@@ -267,8 +293,18 @@ fn bad_observations_kernels_and_masks_are_refused_before_any_work() {
     // A super-resolution reference that is not `--scale` times the observation.
     let o = restore(
         &[
-            "--task", "sr", "--observed", y, "--kernel", "gaussian", "--noise", "5", "--scale",
-            "3", "--reference", y,
+            "--task",
+            "sr",
+            "--observed",
+            y,
+            "--kernel",
+            "gaussian",
+            "--noise",
+            "5",
+            "--scale",
+            "3",
+            "--reference",
+            y,
         ],
         &out,
     );
@@ -278,10 +314,7 @@ fn bad_observations_kernels_and_masks_are_refused_before_any_work() {
     let o = restore(&["--task", "denoise", "--noise", "5"], &out);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("--clean"), "{}", stderr(&o));
-    let o = restore(
-        &["--task", "denoise", "--clean", y, "--observed", y],
-        &out,
-    );
+    let o = restore(&["--task", "denoise", "--clean", y, "--observed", y], &out);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!out.exists());
 
@@ -289,7 +322,10 @@ fn bad_observations_kernels_and_masks_are_refused_before_any_work() {
     let unnormalised = dir.path().join("k.npy");
     write_npy(&unnormalised, &[3, 3], &[2.0; 9]);
     let k = format!("file:{}", unnormalised.display());
-    let o = restore(&[&deblur[..], &["--noise", "5", "--kernel", &k]].concat(), &out);
+    let o = restore(
+        &[&deblur[..], &["--noise", "5", "--kernel", &k]].concat(),
+        &out,
+    );
     assert_ok(&o);
     assert!(
         stderr(&o).contains("k.npy: the kernel sums to 18, not 1; it is normalised to sum 1"),
@@ -312,4 +348,91 @@ fn write_npy(path: &Path, shape: &[usize], values: &[f64]) {
         b.extend(v.to_le_bytes());
     }
     std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn eval_pairs_observations_by_stem_and_names_a_missing_partner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (clean_dir, observed_dir) = (dir.path().join("clean"), dir.path().join("observed"));
+    std::fs::create_dir_all(&clean_dir).unwrap();
+    std::fs::create_dir_all(&observed_dir).unwrap();
+    let mut printed = Vec::new();
+    for (stem, w) in [("a", 24), ("b", 32)] {
+        let clean = clean_dir.join(format!("{stem}.png"));
+        write_image(&clean, w, 24);
+        let out = dir.path().join(format!("restore-{stem}"));
+        let o = restore(
+            &[
+                "--task",
+                "deblur",
+                "--kernel",
+                "uniform",
+                "--noise",
+                "7.65",
+                "--clean",
+                path(&clean),
+            ],
+            &out,
+        );
+        assert_ok(&o);
+        printed.push(restored_psnr(&o));
+        std::fs::copy(
+            out.join("observed.npy"),
+            observed_dir.join(format!("{stem}.npy")),
+        )
+        .unwrap();
+    }
+    let eval = |extra: &[&str], out: &Path| {
+        gradstep()
+            .args([
+                "eval",
+                "--device",
+                "cpu",
+                "--task",
+                "deblur",
+                "--max-iter",
+                "4",
+            ])
+            .arg("--checkpoint")
+            .arg(tiny())
+            .args(["--observed-dir", path(&observed_dir)])
+            .args(["--clean-dir", path(&clean_dir)])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let out = dir.path().join("eval");
+    let o = eval(&["--kernels", "uniform", "--noise", "7.65"], &out);
+    assert_ok(&o);
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, (stem, psnr)) in rows.iter().zip(["a", "b"].iter().zip(&printed)) {
+        assert_eq!(row["image"], *stem);
+        let got = row["psnr"].as_f64().unwrap();
+        // `restore` prints two decimals.
+        assert!(
+            (got - psnr).abs() < 0.006,
+            "{stem}: eval {got}, restore {psnr}"
+        );
+    }
+
+    // The flags the observations were made with are required, once.
+    let bad = dir.path().join("bad");
+    let o = eval(&["--kernels", "uniform"], &bad);
+    assert_refused(&o, &["--observed-dir needs one --noise"]);
+    let o = eval(&["--kernels", "uniform,gaussian", "--noise", "7.65"], &bad);
+    assert_refused(&o, &["needs one kernel in --kernels"]);
+    // A missing partner, either way, is named.
+    write_image(&clean_dir.join("c.png"), 24, 24);
+    let o = eval(&["--kernels", "uniform", "--noise", "7.65"], &bad);
+    assert_refused(&o, &["c.png: no observation `c.*` in"]);
+    std::fs::remove_file(clean_dir.join("c.png")).unwrap();
+    std::fs::remove_file(clean_dir.join("b.png")).unwrap();
+    let o = eval(&["--kernels", "uniform", "--noise", "7.65"], &bad);
+    assert_refused(&o, &["b.npy: no clean partner `b.*` in"]);
+    assert!(!bad.exists());
 }

@@ -156,9 +156,9 @@ impl RestorationProblem {
             .map_err(|e| PnpError::Invalid(format!("noise level {e}")))?;
         let (kind, device) = (observation.kind(), observation.device());
         let kernel = || {
-            stated.kernel.ok_or_else(|| {
-                PnpError::Invalid(format!("{} needs a blur kernel", stated.task))
-            })
+            stated
+                .kernel
+                .ok_or_else(|| PnpError::Invalid(format!("{} needs a blur kernel", stated.task)))
         };
         let mut observation = observation;
         let degradation = match stated.task {

@@ -6,10 +6,10 @@ use gradstep_data::observation_noise::official_gaussian_noise;
 
 use crate::error::{PnpError, Result};
 use crate::kernels::Kernel;
-use crate::task::Task;
 use crate::operators::{
     CircularBlur, Degradation, Denoising, Hole, Inpainting, LinearOperator, SuperResolution,
 };
+use crate::task::Task;
 
 /// What to simulate on a clean image: a [`Task`] with its parameters (kernel, scale, mask).
 #[derive(Debug, Clone)]
@@ -74,7 +74,12 @@ impl RestorationProblem {
     /// comes from an independent generator of the same seed. For super-resolution the image is
     /// first cropped to a multiple of the scale (a deviation, announced on stderr: the
     /// official script blurs the uncropped image and then cannot score it).
-    pub fn synthesize(clean: &Tensor, task: &DegradationSpec, noise_255: f64, seed: i64) -> Result<Self> {
+    pub fn synthesize(
+        clean: &Tensor,
+        task: &DegradationSpec,
+        noise_255: f64,
+        seed: i64,
+    ) -> Result<Self> {
         let s = clean.size();
         if s.len() != 4 || s[0] != 1 {
             return Err(PnpError::Invalid(format!(
@@ -88,7 +93,9 @@ impl RestorationProblem {
         let mut clean = clean.shallow_clone();
         let degradation = match task {
             DegradationSpec::Denoise => Degradation::Denoising(Denoising),
-            DegradationSpec::Deblur(k) => Degradation::Blur(CircularBlur::new(k, h, w, kind, device)?),
+            DegradationSpec::Deblur(k) => {
+                Degradation::Blur(CircularBlur::new(k, h, w, kind, device)?)
+            }
             DegradationSpec::SuperResolution { kernel, scale } => {
                 if *scale < 1 {
                     return Err(PnpError::Invalid(format!("scale must be ≥ 1, got {scale}")));

@@ -147,7 +147,10 @@ mod tests {
             assert_eq!(serde_json::from_str::<Algorithm>(&json).unwrap(), a);
             assert_eq!(a.name().parse::<Algorithm>().unwrap(), a);
         }
-        let e = "prox-drs-diff".parse::<Algorithm>().unwrap_err().to_string();
+        let e = "prox-drs-diff"
+            .parse::<Algorithm>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown algorithm `prox-drs-diff`"), "{e}");
         assert!(e.contains("prox-drsdiff"), "{e}");
     }

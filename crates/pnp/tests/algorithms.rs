@@ -2,8 +2,8 @@
 //! the DRS Lyapunov function, batched = one-at-a-time, and bad inputs.
 use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
 use gradstep_pnp::{
-    restore, restore_batch, AlgorithmConfig, Algorithm, GsOutput, GsPgdConfig, Kernel,
-    ProxConfig, RestorationProblem, StopReason, Task, DegradationSpec, KernelSpec,
+    restore, restore_batch, Algorithm, AlgorithmConfig, DegradationSpec, GsOutput, GsPgdConfig,
+    Kernel, KernelSpec, ProxConfig, RestorationProblem, StopReason, Task,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -90,7 +90,8 @@ fn gs_pnp_objective_never_increases() {
 #[test]
 fn backtracking_triggers_when_tau0_is_too_large_and_then_f_decreases() {
     let den = denoiser(3);
-    let p = RestorationProblem::synthesize(&image(3, 32, 0.5), &DegradationSpec::Denoise, 12.75, 2).unwrap();
+    let p = RestorationProblem::synthesize(&image(3, 32, 0.5), &DegradationSpec::Denoise, 12.75, 2)
+        .unwrap();
     let mut c = gs_config(0.1, 25.0, 15);
     c.tau0 = Some(500.0);
     let r = restore(&den, &p, &AlgorithmConfig::GsPgd(c)).unwrap();
@@ -116,7 +117,8 @@ fn backtracking_triggers_when_tau0_is_too_large_and_then_f_decreases() {
 fn drs_lyapunov_decreases_when_its_conditions_hold() {
     // Denoising (L_f = 1) with a small step λ and α = 0.5: the DRS conditions of Prox-PnP.
     let den = denoiser(3);
-    let p = RestorationProblem::synthesize(&image(3, 32, 1.0), &DegradationSpec::Denoise, 12.75, 3).unwrap();
+    let p = RestorationProblem::synthesize(&image(3, 32, 1.0), &DegradationSpec::Denoise, 12.75, 3)
+        .unwrap();
     let cfg = AlgorithmConfig::ProxDrs(ProxConfig {
         lambda: 0.5,
         alpha: 0.5,
@@ -316,7 +318,8 @@ fn every_algorithm_runs_on_every_task() {
 #[test]
 fn channel_mismatch_is_an_error() {
     let den = denoiser(3);
-    let p = RestorationProblem::synthesize(&image(1, 16, 0.0), &DegradationSpec::Denoise, 5.0, 0).unwrap();
+    let p = RestorationProblem::synthesize(&image(1, 16, 0.0), &DegradationSpec::Denoise, 5.0, 0)
+        .unwrap();
     let c = AlgorithmConfig::reference(Algorithm::GsPgd, Task::Denoise, None, 5.0);
     let err = restore(&den, &p, &c).unwrap_err().to_string();
     assert!(err.contains("channels"), "{err}");

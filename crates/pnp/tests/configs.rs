@@ -128,11 +128,7 @@ fn benchmark_kernel_sets_load() {
 #[test]
 fn denoiser_levels_beyond_255_are_refused_by_field() {
     // 1e308 passed the old "positive and finite" check and overflowed σ² in the algorithms.
-    for kind in [
-        Algorithm::GsPgd,
-        Algorithm::ProxDrs,
-        Algorithm::Hqs,
-    ] {
+    for kind in [Algorithm::GsPgd, Algorithm::ProxDrs, Algorithm::Hqs] {
         let mut c = AlgorithmConfig::reference(kind, Task::Denoise, None, 15.0);
         c.set_sigma(1e308);
         let err = c.validate().unwrap_err().to_string();

@@ -2,8 +2,8 @@
 //! merely do not know their objective (HQS, the Prox-PnP starts) are not taken for diverged.
 use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
 use gradstep_pnp::{
-    restore, restore_batch, AlgorithmConfig, Algorithm, Kernel, RestorationProblem, StopReason,
-    DegradationSpec, KernelSpec, Task,
+    restore, restore_batch, Algorithm, AlgorithmConfig, DegradationSpec, Kernel, KernelSpec,
+    RestorationProblem, StopReason, Task,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -50,13 +50,9 @@ fn a_non_finite_start_diverges_at_once_and_leaves_its_batch_mates_alone() {
     let healthy = deblur_problem(1);
     let poisoned = deblur_problem(2);
     let _ = poisoned.init.get(0).get(0).get(3).get(3).fill_(f64::NAN);
-    for algo in [
-        Algorithm::GsPgd,
-        Algorithm::ProxPgd,
-        Algorithm::Hqs,
-    ] {
-        let mut c = AlgorithmConfig::reference(algo, Task::Deblur,
-        Some(&KernelSpec::Uniform), 7.65);
+    for algo in [Algorithm::GsPgd, Algorithm::ProxPgd, Algorithm::Hqs] {
+        let mut c =
+            AlgorithmConfig::reference(algo, Task::Deblur, Some(&KernelSpec::Uniform), 7.65);
         c.set_iterations(3);
         let alone = restore(&den, &healthy, &c).unwrap();
         let both = restore_batch(&den, &[&poisoned, &healthy], &[&c, &c]).unwrap();

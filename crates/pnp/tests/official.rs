@@ -4,8 +4,8 @@
 //! called converged only when the tested value never increased.
 use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma};
 use gradstep_pnp::{
-    bicubic_upsample, restore, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, ProxConfig,
-    RestorationProblem, StopReason, DegradationSpec,
+    bicubic_upsample, restore, AlgorithmConfig, DegradationSpec, GsOutput, GsPgdConfig, Kernel,
+    ProxConfig, RestorationProblem, StopReason,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -154,7 +154,8 @@ fn sr_start_is_bicubic_then_shifted_as_shift_pixel() {
 #[test]
 fn a_tolerance_stop_with_increases_is_not_called_converged() {
     let den = denoiser();
-    let p = RestorationProblem::synthesize(&image(32), &DegradationSpec::Denoise, 12.75, 1).unwrap();
+    let p =
+        RestorationProblem::synthesize(&image(32), &DegradationSpec::Denoise, 12.75, 1).unwrap();
     // A random (untrained, non-proximal) denoiser with a large DRS step: Ψ is not monotone.
     let cfg = AlgorithmConfig::ProxDrs(ProxConfig {
         lambda: 5.0,

@@ -10,8 +10,8 @@ use gradstep_model::{
     Activation, Drunet, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision,
 };
 use gradstep_pnp::{
-    restore, restore_all, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, Restoration,
-    DegradationSpec, RestorationProblem,
+    restore, restore_all, AlgorithmConfig, DegradationSpec, GsOutput, GsPgdConfig, Kernel,
+    Restoration, RestorationProblem,
 };
 
 use super::bench::{architecture, gib, run_anchor, sync};

@@ -347,7 +347,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         check_scale(a.scale)?;
     }
     check_outputs(&a, input, kernel_spec.as_ref())?;
-    let kernel = kernel_spec.as_ref().map(|k| load_kernel(k, c)).transpose()?;
+    let kernel = kernel_spec
+        .as_ref()
+        .map(|k| load_kernel(k, c))
+        .transpose()?;
     let kernel_input_sum = kernel.as_ref().map(Kernel::input_sum);
     let cfg = algorithm_config(c, c.task, kernel_spec.as_ref(), noise)?;
     let device = common::parse_device(c.device.as_deref())?;
@@ -447,9 +450,9 @@ fn check_mode_flags(a: &Args, observed: bool) -> anyhow::Result<()> {
             bail!("--crop applies to --clean only");
         }
         match (task, &a.mask) {
-            (Task::Inpaint, None) => bail!(
-                "--observed with --task inpaint needs --mask M.png (non-zero = known pixel)"
-            ),
+            (Task::Inpaint, None) => {
+                bail!("--observed with --task inpaint needs --mask M.png (non-zero = known pixel)")
+            }
             (Task::Inpaint, Some(_)) | (_, None) => {}
             (_, Some(_)) => bail!("--mask applies to --task inpaint only"),
         }
@@ -600,9 +603,9 @@ fn report(
             // Not scored: the image is the last finite iterate before the run blew up.
             println!("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)");
         }
-        None => println!(
-            "restored: no reference, so no PSNR/SSIM (give --reference X.png to score it)"
-        ),
+        None => {
+            println!("restored: no reference, so no PSNR/SSIM (give --reference X.png to score it)")
+        }
         Some(truth) => {
             let restored = r.image.f_clamp(0.0, 1.0)?;
             let psnr = metrics::psnr(&restored, truth)?[0];

@@ -60,8 +60,7 @@ pub(crate) fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> crate::
         1 => format!("({},)", dims[0]),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
     // NumPy pads the header with spaces and a newline so that the data starts at a multiple
     // of 64 bytes.
     let unpadded = MAGIC.len() + 4 + header.len() + 1;

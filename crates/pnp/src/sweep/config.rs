@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::kernels::KernelSpec;
-pub use crate::task::{Algorithm, Task};
 use crate::sweep::error::{SweepError, SweepResult};
+pub use crate::task::{Algorithm, Task};
 
 /// The denoiser's noise level `σ_den`, absolute or relative to the observation's `ν`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
