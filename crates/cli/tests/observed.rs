@@ -167,12 +167,14 @@ fn observations_written_by_clean_restore_to_the_same_image_with_observed() {
                 );
                 assert_eq!(restored_psnr(&o2), restored_psnr(&o), "{task}");
             } else {
-                // 8 bits: the observation is rounded to 1/255 and clipped to [0, 1], and the
-                // restoration moves by about as much.
+                // 8 bits: the observation is rounded (by at most 0.5/255) and clipped to
+                // [0, 1]; the restoration moves by less (measured: rms 3e-4 to 8e-4, max
+                // 1e-3 to 2.7e-3 on a 32 × 40 image after 4 iterations).
                 let rms = (&restored - &x).square().mean(tch::Kind::Double).sqrt();
                 let rms = rms.double_value(&[]);
                 eprintln!("{task} from {source}: max |Δ| = {diff:.2e}, rms {rms:.2e}");
-                assert!(rms < 2.0 / 255.0, "{task} from {source}: rms {rms:e}");
+                assert!(rms < 0.5 / 255.0, "{task} from {source}: rms {rms:e}");
+                assert!(diff < 2.0 / 255.0, "{task} from {source}: max |Δ| {diff:e}");
                 let dpsnr = (restored_psnr(&o2) - restored_psnr(&o)).abs();
                 assert!(dpsnr < 0.3, "{task} from {source}: ΔPSNR {dpsnr} dB");
             }
