@@ -422,6 +422,86 @@ fn eval_pairs_observations_by_stem_and_names_a_missing_partner() {
         );
     }
 
+    // Inpainting: each observation with its own mask, paired by stem too.
+    let (inpainted, masks) = (dir.path().join("inpainted"), dir.path().join("masks"));
+    std::fs::create_dir_all(&inpainted).unwrap();
+    std::fs::create_dir_all(&masks).unwrap();
+    let mut printed = Vec::new();
+    for stem in ["a", "b"] {
+        let out = dir.path().join(format!("inpaint-{stem}"));
+        let clean = clean_dir.join(format!("{stem}.png"));
+        let o = restore(
+            &[
+                "--task",
+                "inpaint",
+                "--noise",
+                "2.55",
+                "--clean",
+                path(&clean),
+            ],
+            &out,
+        );
+        assert_ok(&o);
+        printed.push(restored_psnr(&o));
+        std::fs::copy(
+            out.join("observed.npy"),
+            inpainted.join(format!("{stem}.npy")),
+        )
+        .unwrap();
+        std::fs::copy(out.join("mask.png"), masks.join(format!("{stem}.png"))).unwrap();
+    }
+    let out = dir.path().join("eval-inpaint");
+    let o = gradstep()
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--task",
+            "inpaint",
+            "--max-iter",
+            "4",
+        ])
+        .arg("--checkpoint")
+        .arg(tiny())
+        .args(["--observed-dir", path(&inpainted)])
+        .args(["--clean-dir", path(&clean_dir)])
+        .args([
+            "--mask-dir",
+            path(&masks),
+            "--noise",
+            "2.55",
+            "--out",
+            path(&out),
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&o);
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    for (row, psnr) in rows.as_array().unwrap().iter().zip(&printed) {
+        let got = row["psnr"].as_f64().unwrap();
+        assert!((got - psnr).abs() < 0.006, "{row}: restore {psnr}");
+    }
+    std::fs::remove_file(masks.join("b.png")).unwrap();
+    let o = gradstep()
+        .args([
+            "eval",
+            "--device",
+            "cpu",
+            "--task",
+            "inpaint",
+            "--checkpoint",
+        ])
+        .arg(tiny())
+        .args(["--observed-dir", path(&inpainted)])
+        .args(["--clean-dir", path(&clean_dir)])
+        .args(["--mask-dir", path(&masks), "--noise", "2.55"])
+        .arg("--out")
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert_refused(&o, &["b.npy: no mask `b.*` in"]);
+
     // The flags the observations were made with are required, once.
     let bad = dir.path().join("bad");
     let o = eval(&["--kernels", "uniform"], &bad);
