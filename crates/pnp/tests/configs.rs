@@ -169,3 +169,60 @@ fn kernels_whose_sum_overflows_or_with_nan_entries_are_refused() {
     let k = Kernel::new(1, 2, vec![1e300, 3e300]).unwrap();
     assert_eq!(k.values(), [0.25, 0.75]);
 }
+
+#[test]
+fn one_override_builder_serves_the_command_line_and_the_sweeps() {
+    use gradstep_pnp::{GsOutput, Overrides};
+    let base = AlgorithmConfig::reference(Algorithm::GsPgd, Task::Deblur, None, 7.65);
+    let c = base
+        .clone()
+        .with_overrides(&Overrides {
+            lambda: Some(0.2),
+            sigma: Some(12.0),
+            max_iter: Some(7),
+            tau0: Some(3.0),
+            backtracking: Some(false),
+            output: Some(GsOutput::X),
+            ..Overrides::default()
+        })
+        .unwrap();
+    let AlgorithmConfig::GsPgd(g) = &c else {
+        panic!("not GS-PnP")
+    };
+    assert_eq!(
+        (
+            g.lambda,
+            g.sigma,
+            g.max_iter,
+            g.tau0,
+            g.backtracking,
+            g.output
+        ),
+        (0.2, 12.0, 7, Some(3.0), false, GsOutput::X)
+    );
+    // No override: the config itself.
+    assert_eq!(
+        base.clone().with_overrides(&Overrides::default()).unwrap(),
+        base
+    );
+    // A value the algorithm has no use for is refused by name; HQS ignores a tolerance.
+    let alpha = Overrides {
+        alpha: Some(0.5),
+        ..Overrides::default()
+    };
+    let e = base.with_overrides(&alpha).unwrap_err().to_string();
+    assert_eq!(e, "alpha does not apply to gs-pgd");
+    let hqs = AlgorithmConfig::reference(Algorithm::Hqs, Task::Deblur, None, 7.65);
+    let tol = Overrides {
+        tol: Some(1e-3),
+        ..Overrides::default()
+    };
+    assert_eq!(hqs.clone().with_overrides(&tol).unwrap(), hqs);
+    // The result is validated.
+    let bad = Overrides {
+        lambda: Some(-1.0),
+        ..Overrides::default()
+    };
+    let e = hqs.with_overrides(&bad).unwrap_err().to_string();
+    assert!(e.contains("lambda must be positive"), "{e}");
+}
