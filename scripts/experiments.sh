@@ -310,7 +310,7 @@ recipe_sr-monotone() {
         for s in 2 3; do
             g restore --checkpoint "$ELU" --task sr --kernel $kernel --scale $s --noise 7.65 \
                 --seed 0 --crop $SR_CROP "${PNP_ITERS[@]}" --device "$DEVICE" \
-                "$SHARED/data/set3c/$img.png" "$OUT/runs/$img-x$s" >/dev/null
+                --clean "$SHARED/data/set3c/$img.png" "$OUT/runs/$img-x$s" >/dev/null
             runs+=("$img ×$s=$OUT/runs/$img-x$s/convergence.json")
         done
     done
@@ -354,7 +354,7 @@ $(g eval --task denoise --checkpoint "$(model $m)" "${DENOISE_ARGS[@]}" --device
         for img in "${SET3C_SOME[@]}"; do
             g restore --checkpoint "$(model $m)" --task deblur --kernel levin:0 --noise 7.65 \
                 --seed 0 --crop $DEBLUR_CROP "${PNP_ITERS[@]}" --device "$DEVICE" \
-                "$SHARED/data/set3c/$img.png" "$OUT/runs/$m-$img" >/dev/null
+                --clean "$SHARED/data/set3c/$img.png" "$OUT/runs/$m-$img" >/dev/null
             runs+=("${m#gs-} $img=$OUT/runs/$m-$img/convergence.json")
         done
     done
@@ -404,7 +404,7 @@ $(g eval --task denoise --checkpoint "$(model $m)" "${DENOISE_ARGS[@]}" --device
         for img in "${SET3C_SOME[@]}"; do
             g restore --checkpoint "$(model $m)" --algorithm prox-drs --task deblur --kernel levin:0 \
                 --noise 7.65 --seed 0 --crop $DEBLUR_CROP "${PROX_ITERS[@]}" --device "$DEVICE" \
-                "$SHARED/data/set3c/$img.png" "$OUT/runs/$m-$img" >/dev/null
+                --clean "$SHARED/data/set3c/$img.png" "$OUT/runs/$m-$img" >/dev/null
             runs+=("$m $img=$OUT/runs/$m-$img/convergence.json")
         done
     done
@@ -463,7 +463,7 @@ recipe_inpaint-holes() {
             local dir=$OUT/runs/$img-keep$keep
             g restore --checkpoint "$ELU" --task inpaint --keep $keep --hole $HOLE --noise 0 \
                 --seed 0 --crop $INPAINT_CROP --device "$DEVICE" \
-                "$SHARED/data/set3c/$img.png" "$dir" >/dev/null
+                --clean "$SHARED/data/set3c/$img.png" "$dir" >/dev/null
             g experiment montage --out "$OUT/$img-keep$keep.png" --crop $INPAINT_CROP --zoom $ZOOM \
                 "$SHARED/data/set3c/$img.png" "$dir/observed.png" "$dir/restored.png" >/dev/null
             runs+=("$img p=$keep=$dir/convergence.json")

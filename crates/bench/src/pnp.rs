@@ -9,8 +9,8 @@ use gradstep_model::{
     Activation, Checkpoint, Drunet, GradientStepDenoiser, InferenceOptions, MemoryFormat, Precision,
 };
 use gradstep_pnp::{
-    restore, restore_all, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, Restoration,
-    RestorationProblem, Task,
+    restore, restore_all, AlgorithmConfig, DegradationSpec, GsOutput, GsPgdConfig, Kernel,
+    Restoration, RestorationProblem,
 };
 
 use tch::{Device, Kind};
@@ -100,7 +100,7 @@ pub fn run(a: &PnpOptions, device: Device) -> Result<()> {
             let x = load_image(f, 3, device)?;
             Ok(RestorationProblem::synthesize(
                 &x,
-                &Task::Deblur(kernel.clone()),
+                &DegradationSpec::Deblur(kernel.clone()),
                 nu,
                 0,
             )?)

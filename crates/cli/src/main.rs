@@ -38,7 +38,8 @@ enum Command {
     Sweep(cmd::sweep::Sweep),
     /// Estimated ‖∇²g_σ‖₂ at noisy images per σ: a Prox checkpoint must stay below 1.
     Lipschitz(cmd::lipschitz::Args),
-    /// Degrade an image and restore it with a PnP algorithm (GS-PnP, Prox-PnP, HQS).
+    /// Restore an observed image (--observed Y), or degrade a clean one and restore it
+    /// (--clean X), with a PnP algorithm (GS-PnP, Prox-PnP, HQS).
     Restore(cmd::restore::Args),
     /// The papers' PnP tables over a folder of images (batched on the GPU).
     Eval(cmd::eval::Args),

@@ -614,6 +614,7 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
             .arg("--checkpoint")
             .arg(tiny_checkpoint())
             .args(extra)
+            .arg("--clean")
             .arg(&img)
             .arg(out)
             .output()
@@ -674,6 +675,7 @@ fn restore_writes_its_results_and_refuses_bad_settings_before_writing() {
             "--checkpoint",
             "c",
         ])
+        .arg("--clean")
         .arg(&img)
         .arg(&bad)
         .output()

@@ -196,6 +196,7 @@ fn restore_refuses_a_hole_it_cannot_use() {
             "denoise",
         ])
         .args(["--hole", "1,2,3,4"])
+        .arg("--clean")
         .arg(dir.join("in.png"))
         .arg(dir.join("out"))
         .output()
@@ -210,6 +211,7 @@ fn restore_refuses_a_hole_it_cannot_use() {
             "inpaint",
         ])
         .args(["--hole", "1,2,3"])
+        .arg("--clean")
         .arg(dir.join("in.png"))
         .arg(dir.join("out"))
         .output()

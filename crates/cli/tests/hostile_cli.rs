@@ -32,6 +32,7 @@ fn restore(extra: &[&str], input: &Path, outdir: &Path) -> Output {
         ])
         .arg(tiny_checkpoint())
         .args(extra)
+        .arg("--clean")
         .arg(input)
         .arg(outdir)
         .output()
@@ -222,7 +223,7 @@ fn a_hostile_npy_header_is_refused_fast_under_a_memory_limit_without_a_backtrace
     // 8 GiB of address space: libtorch starts, an 80 GB allocation cannot.
     let script = format!(
         "ulimit -v 8388608 && exec {:?} restore --device cpu --task deblur --kernel file:{:?} \
-         --checkpoint {:?} {:?} {:?}",
+         --checkpoint {:?} --clean {:?} {:?}",
         env!("CARGO_BIN_EXE_gradstep"),
         npy,
         tiny_checkpoint(),
@@ -311,6 +312,7 @@ fn restore_removes_its_stale_files_from_a_reused_folder_and_keeps_others() {
             .args(["uniform", "--max-iter", "2", "--algorithm", algorithm])
             .arg("--checkpoint")
             .arg(tiny_checkpoint())
+            .arg("--clean")
             .arg(&img)
             .arg(&outdir)
             .output()

@@ -326,6 +326,7 @@ fn eval_and_restore_show_a_diverged_restoration_and_never_score_it() {
         .arg(tiny_checkpoint())
         .arg("--config")
         .arg(&config)
+        .arg("--clean")
         .arg(images.join("leaves.png"))
         .arg(dir.path().join("restored"))
         .output()

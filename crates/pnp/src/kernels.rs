@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{PnpError, Result};
 
-mod npy;
+pub(crate) mod npy;
 
 /// A 2-D blur kernel, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +20,8 @@ pub struct Kernel {
     height: usize,
     width: usize,
     values: Vec<f64>,
+    /// The sum of the values as given, before normalising.
+    input_sum: f64,
 }
 
 impl Kernel {
@@ -63,6 +65,7 @@ impl Kernel {
             height,
             width,
             values: values.into_iter().map(|v| v / sum).collect(),
+            input_sum: sum,
         })
     }
 
@@ -103,6 +106,18 @@ impl Kernel {
     /// Width (columns).
     pub fn width(&self) -> usize {
         self.width
+    }
+
+    /// The sum of the values as given, before [`Kernel::new`] normalised them to 1 (e.g.
+    /// `255 · n` for a PNG kernel): users are told when a kernel file was not normalised.
+    pub fn input_sum(&self) -> f64 {
+        self.input_sum
+    }
+
+    /// Whether the values as given summed to 1 (to a relative `1e-4`, what a kernel written
+    /// with 5 digits keeps).
+    pub fn was_normalised(&self) -> bool {
+        (self.input_sum - 1.0).abs() <= 1e-4
     }
 
     /// Row-major values (summing to 1).
@@ -270,6 +285,12 @@ impl std::fmt::Display for KernelSpec {
 }
 
 impl KernelSpec {
+    /// Whether it is one of the deblurring table's generated kernels (uniform, Gaussian),
+    /// which have reference defaults of their own.
+    pub fn is_generated(&self) -> bool {
+        matches!(self, KernelSpec::Uniform | KernelSpec::Gaussian)
+    }
+
     /// Expands a comma-separated list where `levin:a-b` and `k12:a-b` denote ranges.
     pub fn parse_list(s: &str) -> Result<Vec<KernelSpec>> {
         let mut out = Vec::new();

@@ -4,18 +4,20 @@
 //! - [`operators`]: degradations `A` (denoising, FFT deblurring, super-resolution, inpainting)
 //!   with `Aᵀ` and `prox_{τf}` of `f(x) = ½‖Ax − y‖²`;
 //! - [`kernels`]: benchmark and user blur kernels;
-//! - [`RestorationProblem`]: operator, observation, ground truth, starting point;
+//! - [`Task`] and [`Algorithm`]: the names shared by the command line, the configs and sweeps;
+//! - [`RestorationProblem`]: operator, observation, ground truth, starting point, synthesised
+//!   from a clean image ([`DegradationSpec`]) or built around a given observation;
 //! - [`AlgorithmConfig`]: GS-PnP, Prox-PnP (PGD, DRS, DRSdiff) and PnP-HQS with the papers'
 //!   reference defaults; [`restore`], [`restore_batch`], [`restore_all`];
 //! - [`monitor`]: per-iteration records as JSON and PNG plots.
 //!
 //! ```no_run
 //! use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
-//! use gradstep_pnp::{restore, AlgorithmConfig, AlgorithmKind, Kernel, RestorationProblem, Task, TaskKind};
+//! use gradstep_pnp::{restore, Algorithm, AlgorithmConfig, DegradationSpec, Kernel, KernelSpec, RestorationProblem, Task};
 //! let den = GradientStepDenoiser::new(Drunet::new(&DrunetConfig::tiny(Activation::Elu), tch::Device::Cpu)?);
 //! let clean = tch::Tensor::rand([1, 3, 64, 64], (tch::Kind::Float, tch::Device::Cpu));
-//! let problem = RestorationProblem::synthesize(&clean, &Task::Deblur(Kernel::uniform(9)?), 7.65, 0)?;
-//! let config = AlgorithmConfig::reference(AlgorithmKind::GsPgd, TaskKind::Deblur { generated: true }, 7.65);
+//! let problem = RestorationProblem::synthesize(&clean, &DegradationSpec::Deblur(Kernel::uniform(9)?), 7.65, 0)?;
+//! let config = AlgorithmConfig::reference(Algorithm::GsPgd, Task::Deblur, Some(&KernelSpec::Uniform), 7.65);
 //! let result = restore(&den, &problem, &config)?;
 //! println!("{} iterations, PSNR {:?}", result.iterations, result.psnr);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -26,17 +28,21 @@ pub mod algorithms;
 mod error;
 pub mod kernels;
 pub mod monitor;
+pub mod observation;
 pub mod operators;
 pub mod plot;
 mod problem;
 pub mod sweep;
+mod task;
 
 pub use algorithms::{
-    restore, restore_all, restore_batch, AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig,
-    HqsConfig, Monotonicity, ProxConfig, Restoration, SigmaWarmup, StopReason, TaskKind,
+    restore, restore_all, restore_batch, AlgorithmConfig, GsOutput, GsPgdConfig, HqsConfig,
+    Monotonicity, Overrides, ProxConfig, Restoration, SigmaWarmup, StopReason,
 };
 pub use error::{PnpError, Result};
 pub use kernels::{Kernel, KernelSpec};
 pub use monitor::IterationRecord;
+pub use observation::{load_mask, load_observation, save_npy_image, Observed};
 pub use operators::{Degradation, Hole, LinearOperator};
-pub use problem::{bicubic_upsample, sr_crop_note, RestorationProblem, Task};
+pub use problem::{bicubic_upsample, sr_crop_note, DegradationSpec, RestorationProblem};
+pub use task::{Algorithm, Task};

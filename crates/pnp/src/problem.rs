@@ -9,10 +9,11 @@ use crate::kernels::Kernel;
 use crate::operators::{
     CircularBlur, Degradation, Denoising, Hole, Inpainting, LinearOperator, SuperResolution,
 };
+use crate::task::Task;
 
-/// The degradation to simulate on a clean image.
+/// What to simulate on a clean image: a [`Task`] with its parameters (kernel, scale, mask).
 #[derive(Debug, Clone)]
-pub enum Task {
+pub enum DegradationSpec {
     /// `A = I`.
     Denoise,
     /// Circular blur by a kernel.
@@ -24,27 +25,29 @@ pub enum Task {
         /// The factor `s`.
         scale: i64,
     },
-    /// A random mask keeping each pixel with probability `keep`, drawn from `mask_seed`.
+    /// A random mask keeping each pixel with probability `keep`, drawn from `mask_seed`; with
+    /// a `hole`, a rectangular block is missing too (missing pixels = random ∪ block: the
+    /// large holes of the GS-PnP paper's Fig. 13; with `keep = 1` only the block is missing).
     Inpaint {
         /// Keep probability `p` (0.5 by default in the paper).
         keep: f64,
         /// Seed of the mask.
         mask_seed: i64,
+        /// A missing block on top of the random mask.
+        hole: Option<Hole>,
     },
-    /// Inpainting with a large hole (the GS-PnP paper's Fig. 13): the random mask of
-    /// [`Task::Inpaint`] with a rectangular block missing too (missing pixels = random ∪ block).
-    /// With `keep = 1` only the block is missing.
-    ///
-    /// A variant of its own rather than a field of [`Task::Inpaint`], so that code building
-    /// the random-mask task (the sweeps) is unchanged.
-    InpaintHole {
-        /// Keep probability `p` of the random mask outside (and inside) the block.
-        keep: f64,
-        /// Seed of the random mask.
-        mask_seed: i64,
-        /// The missing block.
-        hole: Hole,
-    },
+}
+
+impl DegradationSpec {
+    /// The task it simulates.
+    pub fn task(&self) -> Task {
+        match self {
+            DegradationSpec::Denoise => Task::Denoise,
+            DegradationSpec::Deblur(_) => Task::Deblur,
+            DegradationSpec::SuperResolution { .. } => Task::Sr,
+            DegradationSpec::Inpaint { .. } => Task::Inpaint,
+        }
+    }
 }
 
 /// One problem: operator, observation, ground truth and starting point (batch size 1).
@@ -71,7 +74,12 @@ impl RestorationProblem {
     /// comes from an independent generator of the same seed. For super-resolution the image is
     /// first cropped to a multiple of the scale (a deviation, announced on stderr: the
     /// official script blurs the uncropped image and then cannot score it).
-    pub fn synthesize(clean: &Tensor, task: &Task, noise_255: f64, seed: i64) -> Result<Self> {
+    pub fn synthesize(
+        clean: &Tensor,
+        task: &DegradationSpec,
+        noise_255: f64,
+        seed: i64,
+    ) -> Result<Self> {
         let s = clean.size();
         if s.len() != 4 || s[0] != 1 {
             return Err(PnpError::Invalid(format!(
@@ -84,9 +92,11 @@ impl RestorationProblem {
         let (mut h, mut w) = (s[2], s[3]);
         let mut clean = clean.shallow_clone();
         let degradation = match task {
-            Task::Denoise => Degradation::Denoising(Denoising),
-            Task::Deblur(k) => Degradation::Blur(CircularBlur::new(k, h, w, kind, device)?),
-            Task::SuperResolution { kernel, scale } => {
+            DegradationSpec::Denoise => Degradation::Denoising(Denoising),
+            DegradationSpec::Deblur(k) => {
+                Degradation::Blur(CircularBlur::new(k, h, w, kind, device)?)
+            }
+            DegradationSpec::SuperResolution { kernel, scale } => {
                 if *scale < 1 {
                     return Err(PnpError::Invalid(format!("scale must be ≥ 1, got {scale}")));
                 }
@@ -97,16 +107,17 @@ impl RestorationProblem {
                     kernel, *scale, h, w, kind, device,
                 )?)
             }
-            Task::Inpaint { keep, mask_seed } => {
-                Degradation::Inpainting(Inpainting::random(h, w, *keep, *mask_seed, kind, device)?)
-            }
-            Task::InpaintHole {
+            DegradationSpec::Inpaint {
                 keep,
                 mask_seed,
                 hole,
-            } => Degradation::Inpainting(
-                Inpainting::random(h, w, *keep, *mask_seed, kind, device)?.with_hole(hole)?,
-            ),
+            } => {
+                let random = Inpainting::random(h, w, *keep, *mask_seed, kind, device)?;
+                Degradation::Inpainting(match hole {
+                    Some(hole) => random.with_hole(hole)?,
+                    None => random,
+                })
+            }
         };
         let ax = degradation.forward(&clean)?;
         let noise = official_gaussian_noise(&ax.size(), noise_255 / 255.0, seed)?
@@ -172,9 +183,9 @@ impl RestorationProblem {
 /// A note when super-resolution by `scale` crops an `h × w` image (a deviation from the
 /// official script, which blurs the uncropped image and then cannot score it); `None` when
 /// the scale divides both sides or the task is not super-resolution.
-pub fn sr_crop_note(task: &Task, h: i64, w: i64) -> Option<String> {
+pub fn sr_crop_note(task: &DegradationSpec, h: i64, w: i64) -> Option<String> {
     match task {
-        Task::SuperResolution { scale, .. } if *scale > 0 && (h % scale != 0 || w % scale != 0) => {
+        DegradationSpec::SuperResolution { scale, .. } if *scale > 0 && (h % scale != 0 || w % scale != 0) => {
             Some(format!(
                 "super-resolution ×{scale}: the {h}×{w} image is cropped to {}×{} (a multiple of \
                  the scale) before it is blurred and decimated; see configs/pnp/README.md, deviation 6",
@@ -229,10 +240,10 @@ mod tests {
     fn an_inpainting_hole_is_missing_from_the_observation_and_starts_at_grey() {
         let clean = Tensor::full([1, 3, 16, 20], 0.8, (Kind::Double, Device::Cpu));
         let hole: Hole = "5,3,10,6".parse().unwrap();
-        let task = Task::InpaintHole {
+        let task = DegradationSpec::Inpaint {
             keep: 0.9,
             mask_seed: 1,
-            hole,
+            hole: Some(hole),
         };
         let p = RestorationProblem::synthesize(&clean, &task, 2.55, 0).unwrap();
         let block = |t: &Tensor| t.narrow(2, 3, 6).narrow(3, 5, 10);
@@ -246,9 +257,10 @@ mod tests {
         let grey = (block(&p.init) - 0.5).abs().max().double_value(&[]);
         assert_eq!(grey, 0.0);
         // The same seed without the hole: the same mask outside the block.
-        let plain = Task::Inpaint {
+        let plain = DegradationSpec::Inpaint {
             keep: 0.9,
             mask_seed: 1,
+            hole: None,
         };
         let q = RestorationProblem::synthesize(&clean, &plain, 2.55, 0).unwrap();
         let (Degradation::Inpainting(a), Degradation::Inpainting(b)) =
@@ -265,10 +277,10 @@ mod tests {
         assert_eq!(diff, 0.0);
         let e = RestorationProblem::synthesize(
             &clean,
-            &Task::InpaintHole {
+            &DegradationSpec::Inpaint {
                 keep: 0.9,
                 mask_seed: 1,
-                hole: "15,0,6,4".parse().unwrap(),
+                hole: Some("15,0,6,4".parse().unwrap()),
             },
             2.55,
             0,

@@ -2,8 +2,8 @@
 //! the DRS Lyapunov function, batched = one-at-a-time, and bad inputs.
 use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
 use gradstep_pnp::{
-    restore, restore_batch, AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig, Kernel,
-    ProxConfig, RestorationProblem, StopReason, Task, TaskKind,
+    restore, restore_batch, Algorithm, AlgorithmConfig, DegradationSpec, GsOutput, GsPgdConfig,
+    Kernel, KernelSpec, ProxConfig, RestorationProblem, StopReason, Task,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -56,7 +56,7 @@ fn gs_pnp_objective_never_increases() {
     let den = denoiser(3);
     let p = RestorationProblem::synthesize(
         &image(3, 32, 0.0),
-        &Task::Deblur(Kernel::uniform(5).unwrap()),
+        &DegradationSpec::Deblur(Kernel::uniform(5).unwrap()),
         7.65,
         1,
     )
@@ -90,7 +90,8 @@ fn gs_pnp_objective_never_increases() {
 #[test]
 fn backtracking_triggers_when_tau0_is_too_large_and_then_f_decreases() {
     let den = denoiser(3);
-    let p = RestorationProblem::synthesize(&image(3, 32, 0.5), &Task::Denoise, 12.75, 2).unwrap();
+    let p = RestorationProblem::synthesize(&image(3, 32, 0.5), &DegradationSpec::Denoise, 12.75, 2)
+        .unwrap();
     let mut c = gs_config(0.1, 25.0, 15);
     c.tau0 = Some(500.0);
     let r = restore(&den, &p, &AlgorithmConfig::GsPgd(c)).unwrap();
@@ -116,7 +117,8 @@ fn backtracking_triggers_when_tau0_is_too_large_and_then_f_decreases() {
 fn drs_lyapunov_decreases_when_its_conditions_hold() {
     // Denoising (L_f = 1) with a small step λ and α = 0.5: the DRS conditions of Prox-PnP.
     let den = denoiser(3);
-    let p = RestorationProblem::synthesize(&image(3, 32, 1.0), &Task::Denoise, 12.75, 3).unwrap();
+    let p = RestorationProblem::synthesize(&image(3, 32, 1.0), &DegradationSpec::Denoise, 12.75, 3)
+        .unwrap();
     let cfg = AlgorithmConfig::ProxDrs(ProxConfig {
         lambda: 0.5,
         alpha: 0.5,
@@ -193,21 +195,21 @@ fn batched_results_equal_one_at_a_time() {
     let problems = [
         RestorationProblem::synthesize(
             &image(3, 32, 0.0),
-            &Task::Deblur(Kernel::uniform(5).unwrap()),
+            &DegradationSpec::Deblur(Kernel::uniform(5).unwrap()),
             2.55,
             4,
         )
         .unwrap(),
         RestorationProblem::synthesize(
             &image(3, 32, 0.7),
-            &Task::Deblur(Kernel::gaussian(7, 1.6).unwrap()),
+            &DegradationSpec::Deblur(Kernel::gaussian(7, 1.6).unwrap()),
             7.65,
             5,
         )
         .unwrap(),
         RestorationProblem::synthesize(
             &image(3, 32, 1.3),
-            &Task::Deblur(Kernel::uniform(3).unwrap()),
+            &DegradationSpec::Deblur(Kernel::uniform(3).unwrap()),
             12.75,
             6,
         )
@@ -256,44 +258,45 @@ fn every_algorithm_runs_on_every_task() {
     let den = denoiser(3);
     let clean = image(3, 24, 0.2);
     let tasks = [
-        (Task::Denoise, TaskKind::Denoise),
+        (DegradationSpec::Denoise, None),
         (
-            Task::Deblur(Kernel::uniform(5).unwrap()),
-            TaskKind::Deblur { generated: true },
+            DegradationSpec::Deblur(Kernel::uniform(5).unwrap()),
+            Some(KernelSpec::Uniform),
         ),
         (
-            Task::SuperResolution {
+            DegradationSpec::SuperResolution {
                 kernel: Kernel::gaussian(7, 1.0).unwrap(),
                 scale: 2,
             },
-            TaskKind::SuperResolution,
+            None,
         ),
         (
-            Task::Inpaint {
+            DegradationSpec::Inpaint {
                 keep: 0.5,
                 mask_seed: 0,
+                hole: None,
             },
-            TaskKind::Inpaint,
+            None,
         ),
         (
-            Task::InpaintHole {
+            DegradationSpec::Inpaint {
                 keep: 0.5,
                 mask_seed: 0,
-                hole: "4,6,12,8".parse().unwrap(),
+                hole: Some("4,6,12,8".parse().unwrap()),
             },
-            TaskKind::Inpaint,
+            None,
         ),
     ];
-    for (task, kind) in tasks {
+    for (task, kernel) in tasks {
         let p = RestorationProblem::synthesize(&clean, &task, 7.65, 0).unwrap();
         for algo in [
-            AlgorithmKind::GsPgd,
-            AlgorithmKind::ProxPgd,
-            AlgorithmKind::ProxDrs,
-            AlgorithmKind::ProxDrsDiff,
-            AlgorithmKind::Hqs,
+            Algorithm::GsPgd,
+            Algorithm::ProxPgd,
+            Algorithm::ProxDrs,
+            Algorithm::ProxDrsDiff,
+            Algorithm::Hqs,
         ] {
-            let mut c = AlgorithmConfig::reference(algo, kind, 7.65);
+            let mut c = AlgorithmConfig::reference(algo, task.task(), kernel.as_ref(), 7.65);
             c.set_iterations(3);
             let r = restore(&den, &p, &c).unwrap();
             assert!(
@@ -304,7 +307,8 @@ fn every_algorithm_runs_on_every_task() {
             assert_eq!(r.image.size(), clean.size());
             assert!(
                 r.psnr.unwrap().is_finite(),
-                "{algo:?} on {kind:?}: PSNR {:?}",
+                "{algo:?} on {:?}: PSNR {:?}",
+                task.task(),
                 r.psnr
             );
         }
@@ -314,8 +318,9 @@ fn every_algorithm_runs_on_every_task() {
 #[test]
 fn channel_mismatch_is_an_error() {
     let den = denoiser(3);
-    let p = RestorationProblem::synthesize(&image(1, 16, 0.0), &Task::Denoise, 5.0, 0).unwrap();
-    let c = AlgorithmConfig::reference(AlgorithmKind::GsPgd, TaskKind::Denoise, 5.0);
+    let p = RestorationProblem::synthesize(&image(1, 16, 0.0), &DegradationSpec::Denoise, 5.0, 0)
+        .unwrap();
+    let c = AlgorithmConfig::reference(Algorithm::GsPgd, Task::Denoise, None, 5.0);
     let err = restore(&den, &p, &c).unwrap_err().to_string();
     assert!(err.contains("channels"), "{err}");
 }
@@ -324,7 +329,7 @@ fn channel_mismatch_is_an_error() {
 fn kernel_larger_than_image_is_an_error() {
     let err = RestorationProblem::synthesize(
         &image(3, 16, 0.0),
-        &Task::Deblur(Kernel::gaussian(25, 1.6).unwrap()),
+        &DegradationSpec::Deblur(Kernel::gaussian(25, 1.6).unwrap()),
         5.0,
         0,
     )

@@ -1,5 +1,5 @@
 //! The shipped configs parse and agree with the reference defaults in code.
-use gradstep_pnp::{AlgorithmConfig, AlgorithmKind, Kernel, KernelSpec, TaskKind};
+use gradstep_pnp::{Algorithm, AlgorithmConfig, Kernel, KernelSpec, Task};
 
 fn configs_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/pnp"))
@@ -28,8 +28,9 @@ fn deblur_reference_matches_its_config_file() {
         std::fs::read_to_string(configs_dir().join("gs-pgd-deblur-levin-7.65.json")).unwrap();
     let c: AlgorithmConfig = serde_json::from_str(&text).unwrap();
     let mut r = AlgorithmConfig::reference(
-        AlgorithmKind::GsPgd,
-        TaskKind::Deblur { generated: false },
+        Algorithm::GsPgd,
+        Task::Deblur,
+        Some(&KernelSpec::Levin(0)),
         7.65,
     );
     let AlgorithmConfig::GsPgd(g) = &r else {
@@ -50,11 +51,11 @@ fn unknown_fields_are_rejected() {
 fn an_empty_iteration_budget_is_refused_by_name() {
     // The loop steps before it tests the budget, so 0 would quietly run one iteration.
     for (kind, field) in [
-        (AlgorithmKind::GsPgd, "max_iter"),
-        (AlgorithmKind::ProxDrs, "max_iter"),
-        (AlgorithmKind::Hqs, "iterations"),
+        (Algorithm::GsPgd, "max_iter"),
+        (Algorithm::ProxDrs, "max_iter"),
+        (Algorithm::Hqs, "iterations"),
     ] {
-        let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
+        let mut c = AlgorithmConfig::reference(kind, Task::Denoise, None, 15.0);
         c.validate().unwrap();
         c.set_iterations(0);
         let err = c.validate().unwrap_err().to_string();
@@ -127,15 +128,11 @@ fn benchmark_kernel_sets_load() {
 #[test]
 fn denoiser_levels_beyond_255_are_refused_by_field() {
     // 1e308 passed the old "positive and finite" check and overflowed σ² in the algorithms.
-    for kind in [
-        AlgorithmKind::GsPgd,
-        AlgorithmKind::ProxDrs,
-        AlgorithmKind::Hqs,
-    ] {
-        let mut c = AlgorithmConfig::reference(kind, TaskKind::Denoise, 15.0);
+    for kind in [Algorithm::GsPgd, Algorithm::ProxDrs, Algorithm::Hqs] {
+        let mut c = AlgorithmConfig::reference(kind, Task::Denoise, None, 15.0);
         c.set_sigma(1e308);
         let err = c.validate().unwrap_err().to_string();
-        let field = if kind == AlgorithmKind::Hqs {
+        let field = if kind == Algorithm::Hqs {
             "sigma_end"
         } else {
             "sigma"
@@ -171,4 +168,61 @@ fn kernels_whose_sum_overflows_or_with_nan_entries_are_refused() {
     // Large but summable entries are fine.
     let k = Kernel::new(1, 2, vec![1e300, 3e300]).unwrap();
     assert_eq!(k.values(), [0.25, 0.75]);
+}
+
+#[test]
+fn one_override_builder_serves_the_command_line_and_the_sweeps() {
+    use gradstep_pnp::{GsOutput, Overrides};
+    let base = AlgorithmConfig::reference(Algorithm::GsPgd, Task::Deblur, None, 7.65);
+    let c = base
+        .clone()
+        .with_overrides(&Overrides {
+            lambda: Some(0.2),
+            sigma: Some(12.0),
+            max_iter: Some(7),
+            tau0: Some(3.0),
+            backtracking: Some(false),
+            output: Some(GsOutput::X),
+            ..Overrides::default()
+        })
+        .unwrap();
+    let AlgorithmConfig::GsPgd(g) = &c else {
+        panic!("not GS-PnP")
+    };
+    assert_eq!(
+        (
+            g.lambda,
+            g.sigma,
+            g.max_iter,
+            g.tau0,
+            g.backtracking,
+            g.output
+        ),
+        (0.2, 12.0, 7, Some(3.0), false, GsOutput::X)
+    );
+    // No override: the config itself.
+    assert_eq!(
+        base.clone().with_overrides(&Overrides::default()).unwrap(),
+        base
+    );
+    // A value the algorithm has no use for is refused by name; HQS ignores a tolerance.
+    let alpha = Overrides {
+        alpha: Some(0.5),
+        ..Overrides::default()
+    };
+    let e = base.with_overrides(&alpha).unwrap_err().to_string();
+    assert_eq!(e, "alpha does not apply to gs-pgd");
+    let hqs = AlgorithmConfig::reference(Algorithm::Hqs, Task::Deblur, None, 7.65);
+    let tol = Overrides {
+        tol: Some(1e-3),
+        ..Overrides::default()
+    };
+    assert_eq!(hqs.clone().with_overrides(&tol).unwrap(), hqs);
+    // The result is validated.
+    let bad = Overrides {
+        lambda: Some(-1.0),
+        ..Overrides::default()
+    };
+    let e = hqs.with_overrides(&bad).unwrap_err().to_string();
+    assert!(e.contains("lambda must be positive"), "{e}");
 }

@@ -2,8 +2,8 @@
 //! merely do not know their objective (HQS, the Prox-PnP starts) are not taken for diverged.
 use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
 use gradstep_pnp::{
-    restore, restore_batch, AlgorithmConfig, AlgorithmKind, Kernel, RestorationProblem, StopReason,
-    Task, TaskKind,
+    restore, restore_batch, Algorithm, AlgorithmConfig, DegradationSpec, Kernel, KernelSpec,
+    RestorationProblem, StopReason, Task,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -21,7 +21,7 @@ fn deblur_problem(seed: i64) -> RestorationProblem {
     let clean = Tensor::rand([1, 3, 24, 24], (Kind::Float, Device::Cpu));
     RestorationProblem::synthesize(
         &clean,
-        &Task::Deblur(Kernel::uniform(5).unwrap()),
+        &DegradationSpec::Deblur(Kernel::uniform(5).unwrap()),
         7.65,
         seed,
     )
@@ -30,8 +30,9 @@ fn deblur_problem(seed: i64) -> RestorationProblem {
 
 fn gs(tau0: Option<f64>, backtracking: bool, max_iter: usize) -> AlgorithmConfig {
     let mut c = AlgorithmConfig::reference(
-        AlgorithmKind::GsPgd,
-        TaskKind::Deblur { generated: true },
+        Algorithm::GsPgd,
+        Task::Deblur,
+        Some(&KernelSpec::Uniform),
         7.65,
     );
     if let AlgorithmConfig::GsPgd(g) = &mut c {
@@ -49,12 +50,9 @@ fn a_non_finite_start_diverges_at_once_and_leaves_its_batch_mates_alone() {
     let healthy = deblur_problem(1);
     let poisoned = deblur_problem(2);
     let _ = poisoned.init.get(0).get(0).get(3).get(3).fill_(f64::NAN);
-    for algo in [
-        AlgorithmKind::GsPgd,
-        AlgorithmKind::ProxPgd,
-        AlgorithmKind::Hqs,
-    ] {
-        let mut c = AlgorithmConfig::reference(algo, TaskKind::Deblur { generated: true }, 7.65);
+    for algo in [Algorithm::GsPgd, Algorithm::ProxPgd, Algorithm::Hqs] {
+        let mut c =
+            AlgorithmConfig::reference(algo, Task::Deblur, Some(&KernelSpec::Uniform), 7.65);
         c.set_iterations(3);
         let alone = restore(&den, &healthy, &c).unwrap();
         let both = restore_batch(&den, &[&poisoned, &healthy], &[&c, &c]).unwrap();

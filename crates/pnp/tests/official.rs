@@ -4,8 +4,8 @@
 //! called converged only when the tested value never increased.
 use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser, Graph, Sigma};
 use gradstep_pnp::{
-    bicubic_upsample, restore, AlgorithmConfig, GsOutput, GsPgdConfig, Kernel, ProxConfig,
-    RestorationProblem, StopReason, Task,
+    bicubic_upsample, restore, AlgorithmConfig, DegradationSpec, GsOutput, GsPgdConfig, Kernel,
+    ProxConfig, RestorationProblem, StopReason,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -52,7 +52,7 @@ fn gs_pnp_returns_the_official_z_and_records_x() {
     let den = denoiser();
     let p = RestorationProblem::synthesize(
         &image(32),
-        &Task::Deblur(Kernel::uniform(5).unwrap()),
+        &DegradationSpec::Deblur(Kernel::uniform(5).unwrap()),
         7.65,
         0,
     )
@@ -86,9 +86,10 @@ fn gs_pnp_returns_the_official_z_and_records_x() {
 fn inpainting_noise_is_independent_of_the_mask() {
     let (n, nu) = (128, 7.65);
     let clean = Tensor::full([1, 3, n, n], 0.5, (Kind::Double, Device::Cpu));
-    let task = Task::Inpaint {
+    let task = DegradationSpec::Inpaint {
         keep: 0.5,
         mask_seed: 0,
+        hole: None,
     };
     let p = RestorationProblem::synthesize(&clean, &task, nu, 0).unwrap();
     let gradstep_pnp::Degradation::Inpainting(op) = &p.degradation else {
@@ -117,7 +118,7 @@ fn inpainting_noise_is_independent_of_the_mask() {
 fn observation_noise_is_numpys_for_the_seed() {
     // np.random.seed(0); np.random.normal(0, 7.65 / 255, (2, 2, 3))[0, 0] = 7.65/255 · [1.7641, 0.4002, 0.9787]
     let clean = Tensor::zeros([1, 3, 2, 2], (Kind::Double, Device::Cpu));
-    let p = RestorationProblem::synthesize(&clean, &Task::Denoise, 7.65, 0).unwrap();
+    let p = RestorationProblem::synthesize(&clean, &DegradationSpec::Denoise, 7.65, 0).unwrap();
     let want = [
         1.764_052_345_967_664,
         0.400_157_208_367_223_3,
@@ -153,7 +154,8 @@ fn sr_start_is_bicubic_then_shifted_as_shift_pixel() {
 #[test]
 fn a_tolerance_stop_with_increases_is_not_called_converged() {
     let den = denoiser();
-    let p = RestorationProblem::synthesize(&image(32), &Task::Denoise, 12.75, 1).unwrap();
+    let p =
+        RestorationProblem::synthesize(&image(32), &DegradationSpec::Denoise, 12.75, 1).unwrap();
     // A random (untrained, non-proximal) denoiser with a large DRS step: Ψ is not monotone.
     let cfg = AlgorithmConfig::ProxDrs(ProxConfig {
         lambda: 5.0,

@@ -1,18 +1,25 @@
 //! `gradstep eval`: the papers' tables — PSNR per kernel and noise level over a folder of
 //! images, with iterations and seconds — as Markdown on stdout and CSV / JSON under `runs/`.
 //! Problems of equal size are restored in batches (`restore_all`).
+//!
+//! Two sources of observations: synthesised here from `--images` (clean images, every kernel,
+//! scale and noise level of the flags), or given (`--observed-dir`, degraded elsewhere, e.g.
+//! the official GS-PnP observations) and paired with `--clean-dir` by file stem, with one
+//! kernel, scale and noise level as they were made.
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use gradstep_data::noise::{add_noise, seeded};
 use gradstep_data::reduce::mean;
 use gradstep_data::{load_image, metrics};
 use gradstep_model::{Graph, Sigma};
-use gradstep_pnp::{restore_all, KernelSpec, RestorationProblem, StopReason};
+use gradstep_pnp::{
+    restore_all, DegradationSpec, KernelSpec, Observed, RestorationProblem, StopReason, Task,
+};
 use serde::Serialize;
 use tch::Tensor;
 
-use super::restore::{algorithm_config, task_for, Common, TaskArg};
+use super::restore::{algorithm_config, task_for, Common};
 use crate::{checks, common};
 
 /// Arguments of `gradstep eval`.
@@ -20,9 +27,29 @@ use crate::{checks, common};
 pub struct Args {
     #[command(flatten)]
     common: Common,
-    /// Folder of clean images (PNG, JPEG, BMP, TIFF), in name order.
-    #[arg(long)]
-    images: PathBuf,
+    /// SYNTHETIC MODE: folder of clean images (PNG, JPEG, BMP, TIFF), in name order, degraded
+    /// here.
+    #[arg(
+        long,
+        required_unless_present = "observed_dir",
+        conflicts_with = "observed_dir"
+    )]
+    images: Option<PathBuf>,
+    /// GIVEN OBSERVATIONS: folder of observations (images or float .npy [H, W(, C)] as
+    /// `restore --clean` writes observed.npy), each scored against the file of the same stem
+    /// in --clean-dir. Needs one --noise level (and for deblur / sr one kernel in --kernels,
+    /// for sr one scale in --scales), the one the observations were made with.
+    #[arg(long, requires = "clean_dir")]
+    observed_dir: Option<PathBuf>,
+    /// With --observed-dir: the clean references, paired by file stem.
+    #[arg(long, requires = "observed_dir")]
+    clean_dir: Option<PathBuf>,
+    /// With --observed-dir and --task inpaint: masks paired by file stem (non-zero = known).
+    #[arg(long, requires = "observed_dir", conflicts_with = "mask")]
+    mask_dir: Option<PathBuf>,
+    /// With --observed-dir and --task inpaint: one mask for every observation.
+    #[arg(long, requires = "observed_dir")]
+    mask: Option<PathBuf>,
     /// Noise levels ν (0–255), comma-separated (default 2.55,7.65,12.75; denoise:
     /// 5,15,25,50).
     #[arg(long, value_delimiter = ',')]
@@ -72,6 +99,139 @@ impl Row {
     }
 }
 
+/// The files of `dir` with one of `extensions` (any case), sorted: the observations may be
+/// `.npy` as well as images, so this is not [`gradstep_data::dataset::list_images`].
+fn listed(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// The files of `dir` by stem; two files of one stem (`a.png`, `a.npy`) are refused.
+fn by_stem(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for p in listed(dir, extensions)? {
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some((_, first)) = out.iter().find(|(s, _)| *s == stem) {
+            bail!(
+                "{}: two files of stem `{stem}` ({} and {}); which one is meant?",
+                dir.display(),
+                first.display(),
+                p.display()
+            );
+        }
+        out.push((stem, p));
+    }
+    Ok(out)
+}
+
+/// One given observation with its clean reference and (inpainting) its mask.
+struct Pair {
+    stem: String,
+    observed: PathBuf,
+    clean: PathBuf,
+    mask: Option<PathBuf>,
+}
+
+/// `--observed-dir` paired with `--clean-dir` (and `--mask-dir`) by file stem: every
+/// observation needs a reference (and a mask), and every reference an observation; each
+/// missing partner is named.
+fn pairs(a: &Args, observed_dir: &Path) -> anyhow::Result<Vec<Pair>> {
+    let clean_dir = a
+        .clean_dir
+        .as_deref()
+        .context("--observed-dir needs --clean-dir")?;
+    let mut with_npy = gradstep_data::dataset::IMAGE_EXTENSIONS.to_vec();
+    with_npy.push("npy");
+    let mut observed = by_stem(observed_dir, &with_npy)?;
+    observed.truncate(a.max_images.unwrap_or(usize::MAX));
+    if observed.is_empty() {
+        bail!(
+            "{}: no observations (images or .npy)",
+            observed_dir.display()
+        );
+    }
+    let clean = by_stem(clean_dir, &gradstep_data::dataset::IMAGE_EXTENSIONS)?;
+    let masks = match &a.mask_dir {
+        Some(d) => Some(by_stem(d, &gradstep_data::dataset::IMAGE_EXTENSIONS)?),
+        None => None,
+    };
+    let partner = |list: &[(String, PathBuf)], stem: &str| {
+        list.iter().find(|(s, _)| s == stem).map(|(_, p)| p.clone())
+    };
+    let mut out = Vec::new();
+    for (stem, path) in &observed {
+        let clean = partner(&clean, stem).with_context(|| {
+            format!(
+                "{}: no clean partner `{stem}.*` in {}",
+                path.display(),
+                clean_dir.display()
+            )
+        })?;
+        let mask = match (&masks, &a.mask) {
+            (Some(m), _) => Some(partner(m, stem).with_context(|| {
+                format!(
+                    "{}: no mask `{stem}.*` in {}",
+                    path.display(),
+                    a.mask_dir.as_deref().unwrap_or(Path::new("")).display()
+                )
+            })?),
+            (None, m) => m.clone(),
+        };
+        out.push(Pair {
+            stem: stem.clone(),
+            observed: path.clone(),
+            clean,
+            mask,
+        });
+    }
+    if a.max_images.is_none() {
+        if let Some((stem, path)) = clean.iter().find(|(s, _)| partner(&observed, s).is_none()) {
+            bail!(
+                "{}: no observation `{stem}.*` in {}",
+                path.display(),
+                observed_dir.display()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Checks the flags of `--observed-dir`: one noise level, one kernel and one scale, as the
+/// observations were made; a mask for inpainting.
+fn check_observed_flags(a: &Args, noises: &[f64], kernels: usize) -> anyhow::Result<()> {
+    let task = a.common.task;
+    if noises.len() != 1 || a.noise.is_none() {
+        bail!(
+            "--observed-dir needs one --noise ν, the level the observations were made with (0–255)"
+        );
+    }
+    if task.blurs() && (kernels != 1 || a.kernels.is_none()) {
+        bail!("--observed-dir with --task {task} needs one kernel in --kernels, the observations'");
+    }
+    if task == Task::Sr && a.scales.len() != 1 {
+        bail!("--observed-dir with --task sr needs one --scales value, the observations'");
+    }
+    match (task, a.mask.is_some() || a.mask_dir.is_some()) {
+        (Task::Inpaint, false) => {
+            bail!("--observed-dir with --task inpaint needs --mask-dir (paired by stem) or --mask")
+        }
+        (Task::Inpaint, true) | (_, false) => Ok(()),
+        (_, true) => bail!("--mask and --mask-dir apply to --task inpaint only"),
+    }
+}
+
 /// Runs the command.
 ///
 /// Everything the arguments can get wrong (noise levels, kernels, scales, algorithm
@@ -82,7 +242,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let c = &a.common;
     let noises = match &a.noise {
         Some(n) => n.clone(),
-        None if c.task == TaskArg::Denoise => vec![5.0, 15.0, 25.0, 50.0],
+        None if c.task == Task::Denoise => vec![5.0, 15.0, 25.0, 50.0],
         None => vec![2.55, 7.65, 12.75],
     };
     for &n in &noises {
@@ -90,35 +250,42 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     checks::common_levels(c)?;
     let kernels: Vec<Option<KernelSpec>> = match c.task {
-        TaskArg::Deblur => {
+        Task::Deblur => {
             KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("levin:0-7,uniform,gaussian"))?
                 .into_iter()
                 .map(Some)
                 .collect()
         }
-        TaskArg::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
+        Task::Sr => KernelSpec::parse_list(a.kernels.as_deref().unwrap_or("k12:0-7"))?
             .into_iter()
             .map(Some)
             .collect(),
         _ => vec![None],
     };
-    let scales = if c.task == TaskArg::Sr {
+    let scales = if c.task == Task::Sr {
         a.scales.clone()
     } else {
         vec![1]
+    };
+    let pairs = match &a.observed_dir {
+        Some(dir) => {
+            check_observed_flags(&a, &noises, kernels.len())?;
+            Some(pairs(&a, dir)?)
+        }
+        None => None,
     };
     // Each (kernel, scale) task with its algorithm config per noise level.
     let mut tasks = Vec::new();
     for k in &kernels {
         for &s in &scales {
-            let (task, kind) = task_for(c.task, k.as_ref(), s, c)?;
+            let task = task_for(c.task, k.as_ref(), s, c)?;
             let label = k
                 .as_ref()
                 .map(|k| k.to_string())
                 .unwrap_or_else(|| "mask".into());
             let configs = noises
                 .iter()
-                .map(|&n| algorithm_config(c, kind, n))
+                .map(|&n| algorithm_config(c, c.task, k.as_ref(), n))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             tasks.push((label, s, task, configs));
         }
@@ -128,7 +295,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     common::autotune_convolutions(device);
     let (ckpt, den) = common::load_denoiser(&c.checkpoint, device)?;
     let warnings = match tasks.first() {
-        Some((_, _, _, configs)) if c.task != TaskArg::Denoise => configs
+        Some((_, _, _, configs)) if c.task != Task::Denoise => configs
             .first()
             .map(|cfg| super::restore::denoiser_warnings(cfg, &ckpt, &c.checkpoint))
             .unwrap_or_default(),
@@ -136,24 +303,51 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let den = den.with_options(&c.run.inference(device))?;
     let channels = ckpt.model.architecture.channels;
-    let mut files = gradstep_data::dataset::list_images(&a.images)?;
-    files.truncate(a.max_images.unwrap_or(usize::MAX));
-    let images: Vec<(String, Tensor)> = files
-        .iter()
-        .map(|p| {
-            let name = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            Ok((name, load_image(p, channels, device)?))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let algo = if c.task == TaskArg::Denoise {
+    // The clean images (synthetic mode) or references (given observations), by stem, and
+    // the given observations with their masks.
+    let (images, observations) = match (&pairs, &a.images) {
+        (Some(pairs), _) => {
+            let mut images = Vec::with_capacity(pairs.len());
+            let mut observations = Vec::with_capacity(pairs.len());
+            for p in pairs {
+                let y = gradstep_pnp::load_observation(&p.observed, channels, device)?;
+                let mask = match &p.mask {
+                    Some(m) => Some(gradstep_pnp::load_mask(
+                        m,
+                        y.size()[2],
+                        y.size()[3],
+                        device,
+                    )?),
+                    None => None,
+                };
+                images.push((p.stem.clone(), load_image(&p.clean, channels, device)?));
+                observations.push((y, mask));
+            }
+            (images, Some(observations))
+        }
+        (None, Some(dir)) => {
+            let mut files = gradstep_data::dataset::list_images(dir)?;
+            files.truncate(a.max_images.unwrap_or(usize::MAX));
+            let images: Vec<(String, Tensor)> = files
+                .iter()
+                .map(|p| {
+                    let name = p
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    Ok((name, load_image(p, channels, device)?))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            (images, None)
+        }
+        (None, None) => bail!("give --images DIR or --observed-dir D --clean-dir C"),
+    };
+    let algo = if c.task == Task::Denoise {
         "denoiser"
     } else {
-        c.algorithm.as_str()
+        c.algorithm.name()
     };
-    let task_name = format!("{:?}", c.task).to_lowercase();
+    let task_name = c.task.name();
     let out = a
         .out
         .clone()
@@ -163,8 +357,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let path = out.join("warnings.txt");
         gradstep_model::write_atomic(&path, (warnings.join("\n") + "\n").as_bytes())?;
     }
-    if c.task == TaskArg::Denoise {
-        return denoise_table(&den, &images, &noises, c.seed, &out);
+    if c.task == Task::Denoise {
+        let given: Option<Vec<Tensor>> = observations
+            .as_ref()
+            .map(|o| o.iter().map(|(y, _)| y.shallow_clone()).collect());
+        return denoise_table(&den, &images, given.as_deref(), &noises, c.seed, &out);
     }
     let max_batch = a.max_batch.unwrap_or(if device.is_cuda() { 8 } else { 2 });
     let mut rows = Vec::new();
@@ -173,17 +370,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let mut configs = Vec::new();
         let mut labels = Vec::new();
         for (kernel, scale, task, level_configs) in &tasks {
-            for (name, img) in &images {
+            for (i, (name, img)) in images.iter().enumerate() {
                 let size = img.size();
-                if level == 0 {
-                    if let Some(note) = gradstep_pnp::sr_crop_note(task, size[2], size[3]) {
-                        eprintln!("note: {name}: {note}");
+                let problem = match &observations {
+                    Some(given) => given_problem(&given[i], img, task, noise),
+                    None => {
+                        if level == 0 {
+                            if let Some(note) = gradstep_pnp::sr_crop_note(task, size[2], size[3]) {
+                                eprintln!("note: {name}: {note}");
+                            }
+                        }
+                        RestorationProblem::synthesize(img, task, noise, c.seed)
                     }
-                }
-                problems.push(
-                    RestorationProblem::synthesize(img, task, noise, c.seed)
-                        .with_context(|| name.clone())?,
-                );
+                };
+                problems.push(problem.with_context(|| name.clone())?);
                 configs.push(&level_configs[level]);
                 labels.push((name.clone(), kernel.clone(), *scale));
             }
@@ -229,6 +429,33 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     print_table(&rows, &noises);
     Ok(())
+}
+
+/// The problem of a given observation `(y, mask)` scored against `clean`, with the operator of
+/// `task` (its kernel and scale).
+fn given_problem(
+    (y, mask): &(Tensor, Option<Tensor>),
+    clean: &Tensor,
+    task: &DegradationSpec,
+    noise: f64,
+) -> gradstep_pnp::Result<RestorationProblem> {
+    let (kernel, scale) = match task {
+        DegradationSpec::Deblur(k) => (Some(k), 1),
+        DegradationSpec::SuperResolution { kernel, scale } => (Some(kernel), *scale),
+        _ => (None, 1),
+    };
+    let stated = Observed {
+        task: task.task(),
+        kernel,
+        scale,
+        mask: mask.as_ref(),
+    };
+    RestorationProblem::from_observation(
+        y.shallow_clone(),
+        &stated,
+        Some(clean.shallow_clone()),
+        noise,
+    )
 }
 
 fn print_table(rows: &[Row], noises: &[f64]) {
@@ -326,10 +553,12 @@ fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// CBSD68-style denoising table: `D_σ` (the GS denoiser) against `N_σ` (its network).
+/// CBSD68-style denoising table: `D_σ` (the GS denoiser) against `N_σ` (its network), on
+/// noise drawn here or on the `given` noisy observations (one per image, of level `noises[0]`).
 fn denoise_table(
     den: &gradstep_model::GradientStepDenoiser,
     images: &[(String, Tensor)],
+    given: Option<&[Tensor]>,
     noises: &[f64],
     seed: i64,
     out: &Path,
@@ -343,8 +572,22 @@ fn denoise_table(
     }
     let mut rows = Vec::new();
     for &s in noises {
-        for (name, img) in images {
-            let y = add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?;
+        for (i, (name, img)) in images.iter().enumerate() {
+            let y = match given {
+                Some(given) => {
+                    if given[i].size() != img.size() {
+                        bail!(
+                            "{name}: the observation is {:?}, its clean partner {:?}",
+                            given[i].size(),
+                            img.size()
+                        );
+                    }
+                    given[i].shallow_clone()
+                }
+                None => {
+                    add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?
+                }
+            };
             let sigma = Sigma::Scalar(s / 255.0);
             let d = den
                 .denoise(&y, &sigma, Graph::Inference)?

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PnpError, Result};
+use crate::kernels::KernelSpec;
+use crate::task::{Algorithm, Task};
 
 /// A denoiser level used for the first iterations only (GS-PnP inpainting: `σ = 50` for 10
 /// iterations, without backtracking or stopping).
@@ -118,6 +120,28 @@ pub struct HqsConfig {
     pub iterations: usize,
 }
 
+/// Values that replace those of a reference or file config ([`AlgorithmConfig::with_overrides`]);
+/// `None` keeps the config's own.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Overrides {
+    /// `λ` (GS-PnP's regularisation weight, Prox-PnP's data step, DPIR's `λ`).
+    pub lambda: Option<f64>,
+    /// The denoiser level `σ` (0–255; HQS: the last level).
+    pub sigma: Option<f64>,
+    /// The iteration budget (`max_iter`, HQS's `iterations`).
+    pub max_iter: Option<usize>,
+    /// The stopping tolerance (ignored by HQS, which runs a fixed number of iterations).
+    pub tol: Option<f64>,
+    /// GS-PnP's initial step `τ₀`.
+    pub tau0: Option<f64>,
+    /// Prox-PnP's relaxation `α`.
+    pub alpha: Option<f64>,
+    /// GS-PnP's backtracking on or off.
+    pub backtracking: Option<bool>,
+    /// What GS-PnP returns (`z` or `x`).
+    pub output: Option<GsOutput>,
+}
+
 /// Which algorithm, with its settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "algorithm", rename_all = "kebab-case")]
@@ -135,69 +159,28 @@ pub enum AlgorithmConfig {
     Hqs(HqsConfig),
 }
 
-/// The task the reference defaults are for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskKind {
-    /// Denoising (`A = I`).
-    Denoise,
-    /// Deblurring; `generated` is true for the uniform and Gaussian kernels (λ = 0.075).
-    Deblur {
-        /// Uniform or Gaussian kernel.
-        generated: bool,
-    },
-    /// Super-resolution.
-    SuperResolution,
-    /// Inpainting.
-    Inpaint,
-}
-
-/// The algorithm names of the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlgorithmKind {
-    /// `gs-pgd`
-    GsPgd,
-    /// `prox-pgd`
-    ProxPgd,
-    /// `prox-drs`
-    ProxDrs,
-    /// `prox-drsdiff`
-    ProxDrsDiff,
-    /// `hqs`
-    Hqs,
-}
-
-impl std::str::FromStr for AlgorithmKind {
-    type Err = PnpError;
-    fn from_str(s: &str) -> Result<Self> {
-        Ok(match s {
-            "gs-pgd" => AlgorithmKind::GsPgd,
-            "prox-pgd" => AlgorithmKind::ProxPgd,
-            "prox-drs" => AlgorithmKind::ProxDrs,
-            "prox-drsdiff" => AlgorithmKind::ProxDrsDiff,
-            "hqs" => AlgorithmKind::Hqs,
-            _ => {
-                return Err(PnpError::Invalid(format!(
-                    "unknown algorithm `{s}` (expected gs-pgd, prox-pgd, prox-drs, prox-drsdiff or hqs)"
-                )))
-            }
-        })
-    }
-}
-
 impl AlgorithmConfig {
-    /// The reference defaults of the official GS-PnP / Prox-PnP code for a task and noise
-    /// level `ν` (0–255); see `configs/pnp/README.md` for their sources and our deviations.
-    pub fn reference(algorithm: AlgorithmKind, task: TaskKind, noise: f64) -> Self {
+    /// The reference defaults of the official GS-PnP / Prox-PnP code for a task, its kernel
+    /// (deblurring: the generated uniform and Gaussian kernels of the table get λ = 0.075,
+    /// the others 0.1) and the noise level `ν` (0–255); see `configs/pnp/README.md` for their
+    /// sources and our deviations.
+    pub fn reference(
+        algorithm: Algorithm,
+        task: Task,
+        kernel: Option<&KernelSpec>,
+        noise: f64,
+    ) -> Self {
         match algorithm {
-            AlgorithmKind::GsPgd => {
+            Algorithm::GsPgd => {
+                let generated = kernel.is_some_and(KernelSpec::is_generated);
                 let (lambda, factor, tol) = match task {
-                    TaskKind::Deblur { generated: true } => (0.075, 1.8, 1e-5),
-                    TaskKind::Deblur { generated: false } => (0.1, 1.8, 1e-5),
-                    TaskKind::SuperResolution => (0.065, 2.0, 1e-6),
-                    TaskKind::Denoise => (0.1, 1.8, 1e-5),
-                    TaskKind::Inpaint => (0.1, 0.0, 1e-5),
+                    Task::Deblur if generated => (0.075, 1.8, 1e-5),
+                    Task::Deblur => (0.1, 1.8, 1e-5),
+                    Task::Sr => (0.065, 2.0, 1e-6),
+                    Task::Denoise => (0.1, 1.8, 1e-5),
+                    Task::Inpaint => (0.1, 0.0, 1e-5),
                 };
-                let inpaint = task == TaskKind::Inpaint;
+                let inpaint = task == Task::Inpaint;
                 AlgorithmConfig::GsPgd(GsPgdConfig {
                     lambda,
                     sigma: if inpaint { 10.0 } else { factor * noise },
@@ -214,7 +197,7 @@ impl AlgorithmConfig {
                     output: GsOutput::Z,
                 })
             }
-            AlgorithmKind::ProxDrs => {
+            Algorithm::ProxDrs => {
                 let (lambda, factor) = if noise <= 5.0 {
                     (5.0, 2.0)
                 } else if noise <= 10.0 {
@@ -231,7 +214,7 @@ impl AlgorithmConfig {
                     warmup: None,
                 })
             }
-            AlgorithmKind::ProxPgd | AlgorithmKind::ProxDrsDiff => {
+            Algorithm::ProxPgd | Algorithm::ProxDrsDiff => {
                 let c = ProxConfig {
                     lambda: 0.99,
                     alpha: 1.0,
@@ -240,13 +223,13 @@ impl AlgorithmConfig {
                     tol: Some(1e-8),
                     warmup: None,
                 };
-                if algorithm == AlgorithmKind::ProxPgd {
+                if algorithm == Algorithm::ProxPgd {
                     AlgorithmConfig::ProxPgd(c)
                 } else {
                     AlgorithmConfig::ProxDrsDiff(c)
                 }
             }
-            AlgorithmKind::Hqs => AlgorithmConfig::Hqs(HqsConfig {
+            Algorithm::Hqs => AlgorithmConfig::Hqs(HqsConfig {
                 lambda: 0.23,
                 sigma_start: 49.0,
                 sigma_end: noise.max(0.1),
@@ -291,6 +274,60 @@ impl AlgorithmConfig {
                 other.returned_variable()
             ))),
         }
+    }
+
+    /// The config with `o`'s values in place of its own, validated: the one way the command
+    /// line (`restore`, `eval`) and the sweeps change a reference or file config. A value that
+    /// the algorithm has no use for is an error (`alpha does not apply to gs-pgd`), except the
+    /// tolerance for HQS, whose iteration count is fixed (a sweep's shared `settings.tol` may
+    /// cover HQS points too).
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<Self> {
+        if let Some(l) = o.lambda {
+            self.set_lambda(l);
+        }
+        if let Some(s) = o.sigma {
+            self.set_sigma(s);
+        }
+        if let Some(m) = o.max_iter {
+            self.set_iterations(m);
+        }
+        if let Some(out) = o.output {
+            self.set_output(out)?;
+        }
+        let name = self.name();
+        let bad = |what: &str| PnpError::Invalid(format!("{what} does not apply to {name}"));
+        match &mut self {
+            AlgorithmConfig::GsPgd(g) => {
+                if o.alpha.is_some() {
+                    return Err(bad("alpha"));
+                }
+                g.tau0 = o.tau0.or(g.tau0);
+                g.backtracking = o.backtracking.unwrap_or(g.backtracking);
+                g.tol = o.tol.or(g.tol);
+            }
+            AlgorithmConfig::ProxPgd(x)
+            | AlgorithmConfig::ProxDrs(x)
+            | AlgorithmConfig::ProxDrsDiff(x) => {
+                if o.tau0.is_some() {
+                    return Err(bad("tau0"));
+                }
+                if o.backtracking.is_some() {
+                    return Err(bad("backtracking"));
+                }
+                x.alpha = o.alpha.unwrap_or(x.alpha);
+                x.tol = o.tol.or(x.tol);
+            }
+            AlgorithmConfig::Hqs(_) => {
+                if o.tau0.is_some() || o.alpha.is_some() {
+                    return Err(bad("tau0 / alpha"));
+                }
+                if o.backtracking.is_some() {
+                    return Err(bad("backtracking"));
+                }
+            }
+        }
+        self.validate()?;
+        Ok(self)
     }
 
     /// Sets the iteration budget (`max_iter`; HQS's fixed `iterations`).
@@ -390,14 +427,19 @@ impl AlgorithmConfig {
         }
     }
 
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            AlgorithmConfig::GsPgd(_) => Algorithm::GsPgd,
+            AlgorithmConfig::ProxPgd(_) => Algorithm::ProxPgd,
+            AlgorithmConfig::ProxDrs(_) => Algorithm::ProxDrs,
+            AlgorithmConfig::ProxDrsDiff(_) => Algorithm::ProxDrsDiff,
+            AlgorithmConfig::Hqs(_) => Algorithm::Hqs,
+        }
+    }
+
     /// A short name (`gs-pgd`, …).
     pub fn name(&self) -> &'static str {
-        match self {
-            AlgorithmConfig::GsPgd(_) => "gs-pgd",
-            AlgorithmConfig::ProxPgd(_) => "prox-pgd",
-            AlgorithmConfig::ProxDrs(_) => "prox-drs",
-            AlgorithmConfig::ProxDrsDiff(_) => "prox-drsdiff",
-            AlgorithmConfig::Hqs(_) => "hqs",
-        }
+        self.algorithm().name()
     }
 }

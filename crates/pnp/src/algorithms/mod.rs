@@ -20,8 +20,7 @@ mod hqs;
 mod prox;
 
 pub use config::{
-    AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig, HqsConfig, ProxConfig, SigmaWarmup,
-    TaskKind,
+    AlgorithmConfig, GsOutput, GsPgdConfig, HqsConfig, Overrides, ProxConfig, SigmaWarmup,
 };
 pub use driver::{Monotonicity, StopReason};
 

@@ -1,4 +1,9 @@
-//! A bounded reader of the 2-D `.npy` arrays users give as kernels.
+//! A bounded reader of the `.npy` arrays users give as kernels (2-D) and observations (2-D or
+//! 3-D `[H, W, C]`), and the writer of `restore`'s lossless `observed.npy`.
+//!
+//! Written here rather than taken from a crate: the `npy` readers on crates.io go through
+//! `ndarray` and trust the header's shape, and the bounds below (checked before anything of
+//! the claimed size is allocated) are the point of this module.
 //!
 //! tch's `Tensor::read_npy` trusts the header: a header claiming a 100 000 × 100 000 array
 //! made it allocate 80 GB (a C++ out-of-memory error with its backtrace), and a claimed shape
@@ -22,7 +27,60 @@ const MAX_HEADER: usize = 64 * 1024;
 /// Reads a 2-D float32 or float64 array: `(height, width, row-major values)`. Every error is
 /// a reason to show after the file's name.
 pub(super) fn read_2d(path: &Path) -> Result<(usize, usize, Vec<f64>), String> {
-    let max_file = MAGIC.len() + 6 + MAX_HEADER + Kernel::MAX_SIDE * Kernel::MAX_SIDE * 8;
+    let bytes = read_bounded(path, Kernel::MAX_SIDE * Kernel::MAX_SIDE)?;
+    parse(&bytes)
+}
+
+/// Reads a float32 or float64 array of any rank whose shape `check_shape` accepts (it is
+/// called before the values are read) and that holds at most `max_elements` values:
+/// `(shape, row-major values)`. Every error is a reason to show after the file's name.
+pub(crate) fn read_array(
+    path: &Path,
+    max_elements: usize,
+    check_shape: impl Fn(&[usize]) -> Result<(), String>,
+) -> Result<(Vec<usize>, Vec<f64>), String> {
+    let bytes = read_bounded(path, max_elements)?;
+    parse_array(&bytes, |shape| {
+        check_shape(shape)?;
+        let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        match n {
+            Some(n) if n <= max_elements => Ok(()),
+            _ => Err(format!(
+                "shape {shape:?} holds more than {max_elements} values"
+            )),
+        }
+    })
+}
+
+/// Writes `values` (row-major, of `shape`) as a version 1.0 little-endian float32 `.npy` file,
+/// atomically.
+pub(crate) fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> crate::Result<()> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_text = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // NumPy pads the header with spaces and a newline so that the data starts at a multiple
+    // of 64 bytes.
+    let unpadded = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut bytes = MAGIC.to_vec();
+    bytes.extend([1, 0]);
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    for v in values {
+        bytes.extend(v.to_le_bytes());
+    }
+    gradstep_model::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// The bytes of `path`, refused when the file is larger than a `.npy` of `max_elements`
+/// float64 values can be.
+fn read_bounded(path: &Path, max_elements: usize) -> Result<Vec<u8>, String> {
+    let max_file = MAGIC.len() + 6 + MAX_HEADER + max_elements * 8;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
     // One byte more than allowed tells a file that is too large without reading all of it.
@@ -31,15 +89,28 @@ pub(super) fn read_2d(path: &Path) -> Result<(usize, usize, Vec<f64>), String> {
         .map_err(|e| e.to_string())?;
     if bytes.len() > max_file {
         return Err(format!(
-            "larger than any kernel .npy may be ({max_file} bytes: {0}×{0} float64 values)",
-            Kernel::MAX_SIDE
+            "larger than this .npy may be ({max_file} bytes: {max_elements} float64 values)"
         ));
     }
-    parse(&bytes)
+    Ok(bytes)
 }
 
-/// Parses the bytes of a `.npy` file (see [`read_2d`]).
+/// Parses the bytes of a 2-D kernel `.npy` file (see [`read_2d`]).
 fn parse(bytes: &[u8]) -> Result<(usize, usize, Vec<f64>), String> {
+    let (shape, values) = parse_array(bytes, |shape| {
+        let [height, width] = shape[..] else {
+            return Err(format!("expected a 2-D array, got shape {shape:?}"));
+        };
+        super::check_size(height, width).map_err(|e| e.to_string())
+    })?;
+    Ok((shape[0], shape[1], values))
+}
+
+/// Parses the bytes of a `.npy` file whose shape `check_shape` accepts.
+fn parse_array(
+    bytes: &[u8],
+    check_shape: impl Fn(&[usize]) -> Result<(), String>,
+) -> Result<(Vec<usize>, Vec<f64>), String> {
     if !bytes.starts_with(MAGIC) {
         return Err("not a .npy file (no \\x93NUMPY magic)".into());
     }
@@ -82,10 +153,7 @@ fn parse(bytes: &[u8]) -> Result<(usize, usize, Vec<f64>), String> {
         v => return Err(format!("bad fortran_order `{v}` in the .npy header")),
     };
     let shape = tuple(value_of(header, "shape")?)?;
-    let [height, width] = shape[..] else {
-        return Err(format!("expected a 2-D array, got shape {shape:?}"));
-    };
-    super::check_size(height, width).map_err(|e| e.to_string())?;
+    check_shape(&shape)?;
     let item = match descr {
         "<f4" => 4,
         "<f8" => 8,
@@ -96,11 +164,14 @@ fn parse(bytes: &[u8]) -> Result<(usize, usize, Vec<f64>), String> {
         }
     };
     let data = &bytes[data_at..];
-    let need = height * width * item;
+    let count: usize = shape.iter().product();
+    let need = count * item;
     if data.len() != need {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
         return Err(format!(
-            "holds {} bytes of values, a {height}×{width} {descr} array needs {need} (truncated or corrupt)",
-            data.len()
+            "holds {} bytes of values, a {} {descr} array needs {need} (truncated or corrupt)",
+            data.len(),
+            dims.join("×")
         ));
     }
     let stored: Vec<f64> = if item == 4 {
@@ -113,14 +184,27 @@ fn parse(bytes: &[u8]) -> Result<(usize, usize, Vec<f64>), String> {
             .collect()
     };
     let values = if fortran_order {
-        // Column-major: entry (i, j) is stored at j·height + i.
-        (0..height * width)
-            .map(|p| stored[(p % width) * height + p / width])
+        // Column-major: the entry of row-major index p, with multi-index (i_0, …, i_{n−1}),
+        // is stored at Σ_k i_k · (d_0 ⋯ d_{k−1}).
+        (0..count)
+            .map(|p| {
+                let (mut rest, mut at, mut stride) = (p, 0, 1);
+                let mut index = vec![0; shape.len()];
+                for (k, &d) in shape.iter().enumerate().rev() {
+                    index[k] = rest % d;
+                    rest /= d;
+                }
+                for (k, &d) in shape.iter().enumerate() {
+                    at += index[k] * stride;
+                    stride *= d;
+                }
+                stored[at]
+            })
             .collect()
     } else {
         stored
     };
-    Ok((height, width, values))
+    Ok((shape, values))
 }
 
 /// The text after `'key':` in the header dict (up to the end of the header); the key must
@@ -205,6 +289,44 @@ mod tests {
             &data,
         );
         assert_eq!(parse(&s).unwrap(), (1, 2, vec![0.5, 0.25]));
+    }
+
+    #[test]
+    fn written_float32_arrays_read_back_exactly() {
+        let dir = tempfile_dir();
+        let path = dir.join("a.npy");
+        let values: Vec<f32> = (0..24).map(|i| i as f32 * 0.37 - 1.5).collect();
+        write_f32(&path, &[2, 4, 3], &values).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        // The data starts at a multiple of 64 bytes, as NumPy writes it.
+        assert_eq!((bytes.len() - values.len() * 4) % 64, 0);
+        let (shape, back) = read_array(&path, 100, |_| Ok(())).unwrap();
+        assert_eq!(shape, vec![2, 4, 3]);
+        let back: Vec<f32> = back.into_iter().map(|v| v as f32).collect();
+        assert_eq!(back, values);
+        let err = read_array(&path, 10, |_| Ok(())).unwrap_err();
+        assert!(err.contains("holds more than 10 values"), "{err}");
+        let err = read_array(&path, 100, |s| {
+            (s.len() == 2).then_some(()).ok_or("not 2-D".into())
+        })
+        .unwrap_err();
+        assert_eq!(err, "not 2-D");
+        // Fortran order of a 3-D array: the first index varies fastest.
+        let f = npy(
+            "{'descr': '<f8', 'fortran_order': True, 'shape': (2, 1, 2), }",
+            &f64s(&[1., 3., 2., 4.]),
+        );
+        assert_eq!(
+            parse_array(&f, |_| Ok(())).unwrap(),
+            (vec![2, 1, 2], vec![1., 2., 3., 4.])
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("gradstep-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

@@ -10,50 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernels::KernelSpec;
 use crate::sweep::error::{SweepError, SweepResult};
-
-/// The restoration task of every point of a sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Task {
-    /// Deblurring `y = k ∗ x + ξ` (circular convolution).
-    Deblur,
-    /// Super-resolution `y = (k ∗ x)↓s + ξ`.
-    Sr,
-    /// Inpainting `y = M ⊙ x` with a random mask.
-    Inpaint,
-    /// Denoising `y = x + ξ`.
-    Denoise,
-}
-
-/// The PnP algorithm of a point (the names of `gradstep restore --algorithm`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SweepAlgorithm {
-    /// GS-PnP: `x_{k+1} = prox_{τf}(x_k − τλ∇g_σ(x_k))` with backtracking.
-    GsPgd,
-    /// Prox-PnP-PGD: `x⁺ = D^α(x − λ∇f(x))`.
-    ProxPgd,
-    /// Prox-PnP-DRS: `y = D^α(x)`, `z = prox_{λf}(2y − x)`, `x⁺ = x + z − y`.
-    ProxDrs,
-    /// Prox-PnP-DRSdiff: `y = prox_{λf}(x)`, `z = D^α(2y − x)`, `x⁺ = x + z − y`.
-    #[serde(rename = "prox-drsdiff")]
-    ProxDrsDiff,
-    /// PnP-HQS with a decreasing σ schedule (DPIR-style baseline).
-    Hqs,
-}
-
-impl SweepAlgorithm {
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            SweepAlgorithm::GsPgd => "gs-pgd",
-            SweepAlgorithm::ProxPgd => "prox-pgd",
-            SweepAlgorithm::ProxDrs => "prox-drs",
-            SweepAlgorithm::ProxDrsDiff => "prox-drsdiff",
-            SweepAlgorithm::Hqs => "hqs",
-        }
-    }
-}
+pub use crate::task::{Algorithm, Task};
 
 /// The denoiser's noise level `σ_den`, absolute or relative to the observation's `ν`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -125,7 +82,7 @@ pub struct ImageSet {
 #[serde(deny_unknown_fields)]
 pub struct Axes {
     /// Algorithms.
-    pub algorithm: Vec<SweepAlgorithm>,
+    pub algorithm: Vec<Algorithm>,
     /// Denoiser checkpoints (gradstep format).
     pub checkpoint: Vec<PathBuf>,
     /// Image sets.
@@ -228,7 +185,7 @@ impl SweepConfig {
         non_empty("lambda", a.lambda.as_ref())?;
         non_empty("tau0", a.tau0.as_ref())?;
         non_empty("alpha", a.alpha.as_ref())?;
-        let blurs = matches!(self.task, Task::Deblur | Task::Sr);
+        let blurs = self.task.blurs();
         if blurs && a.kernel.is_none() {
             return Err("axes.kernel is required for deblur and sr".into());
         }
@@ -270,17 +227,12 @@ impl SweepConfig {
         for &v in a.tau0.iter().flatten() {
             positive("tau0", v)?;
         }
-        let prox = |alg: &SweepAlgorithm| {
-            matches!(
-                alg,
-                SweepAlgorithm::ProxPgd | SweepAlgorithm::ProxDrs | SweepAlgorithm::ProxDrsDiff
-            )
-        };
-        if a.tau0.is_some() && a.algorithm.iter().any(|alg| *alg != SweepAlgorithm::GsPgd) {
+        let prox = |alg: &Algorithm| alg.is_prox();
+        if a.tau0.is_some() && a.algorithm.iter().any(|alg| *alg != Algorithm::GsPgd) {
             return Err("axes.tau0 applies to gs-pgd only".into());
         }
         if self.settings.backtracking.is_some()
-            && a.algorithm.iter().any(|alg| *alg != SweepAlgorithm::GsPgd)
+            && a.algorithm.iter().any(|alg| *alg != Algorithm::GsPgd)
         {
             return Err("settings.backtracking applies to gs-pgd only".into());
         }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::sweep::config::{
-    ImageSet, KernelName, Settings, SigmaDen, SweepAlgorithm, SweepConfig, Task,
+    Algorithm, ImageSet, KernelName, Settings, SigmaDen, SweepConfig, Task,
 };
 use crate::sweep::error::{SweepError, SweepResult};
 
@@ -24,7 +24,7 @@ pub struct Point {
     /// The task.
     pub task: Task,
     /// The algorithm.
-    pub algorithm: SweepAlgorithm,
+    pub algorithm: Algorithm,
     /// The denoiser checkpoint.
     pub checkpoint: PathBuf,
     /// The images.

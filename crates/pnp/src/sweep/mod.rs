@@ -29,9 +29,7 @@ mod runner;
 mod store;
 
 pub use crate::plot::{draw, Chart, Series};
-pub use config::{
-    Axes, ImageSet, KernelName, Settings, SigmaDen, SweepAlgorithm, SweepConfig, Task,
-};
+pub use config::{Algorithm, Axes, ImageSet, KernelName, Settings, SigmaDen, SweepConfig, Task};
 pub use engine::{run_point, run_shard, PointResult, PointRunner, RunSummary};
 pub use error::{SweepError, SweepResult};
 pub use grid::{expand, GridPoint, Point, Shard};

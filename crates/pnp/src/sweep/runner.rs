@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use gradstep_model::{Checkpoint, GradientStepDenoiser, InferenceOptions};
 use tch::{Device, Kind, Tensor};
 
-use crate::algorithms::{AlgorithmConfig, AlgorithmKind, StopReason, TaskKind};
+use crate::algorithms::{AlgorithmConfig, Overrides, StopReason};
 use crate::error::{PnpError, Result};
-use crate::kernels::KernelSpec;
-use crate::problem::{RestorationProblem, Task as Degrade};
-use crate::sweep::config::{ImageSet, SweepAlgorithm, Task};
+use crate::problem::{DegradationSpec, RestorationProblem};
+use crate::sweep::config::{ImageSet, Task};
 use crate::sweep::engine::{PointResult, PointRunner};
 use crate::sweep::grid::Point;
 use crate::sweep::store::{Curve, ImageScore};
@@ -87,9 +86,10 @@ impl PnpRunner {
         for (i, (_, clean)) in images.iter().enumerate() {
             let seed = p.settings.seed as i64 + i as i64;
             let degrade = match &degrade {
-                Degrade::Inpaint { keep, .. } => Degrade::Inpaint {
+                DegradationSpec::Inpaint { keep, hole, .. } => DegradationSpec::Inpaint {
                     keep: *keep,
                     mask_seed: seed,
+                    hole: *hole,
                 },
                 d => d.clone(),
             };
@@ -188,7 +188,7 @@ pub fn load_set(set: &ImageSet, channels: i64, device: Device) -> Result<Vec<(St
 }
 
 /// The degradation of a point (the inpainting mask seed is set per image by the caller).
-fn degradation(p: &Point) -> Result<Degrade> {
+fn degradation(p: &Point) -> Result<DegradationSpec> {
     let kernel = || -> Result<crate::kernels::Kernel> {
         let k = p
             .kernel
@@ -198,75 +198,32 @@ fn degradation(p: &Point) -> Result<Degrade> {
         k.0.load(&dir)
     };
     Ok(match p.task {
-        Task::Denoise => Degrade::Denoise,
-        Task::Deblur => Degrade::Deblur(kernel()?),
-        Task::Sr => Degrade::SuperResolution {
+        Task::Denoise => DegradationSpec::Denoise,
+        Task::Deblur => DegradationSpec::Deblur(kernel()?),
+        Task::Sr => DegradationSpec::SuperResolution {
             kernel: kernel()?,
             scale: i64::from(p.scale.unwrap_or(2)),
         },
-        Task::Inpaint => Degrade::Inpaint {
+        Task::Inpaint => DegradationSpec::Inpaint {
             keep: p.settings.keep_probability.unwrap_or(0.5),
             mask_seed: p.settings.seed as i64,
+            hole: None,
         },
     })
 }
 
-/// The reference configuration of the point's algorithm and task, with the point's values.
+/// The reference configuration of the point's algorithm and task, with the point's values
+/// ([`AlgorithmConfig::with_overrides`], as the command line's).
 pub fn algorithm_config(p: &Point) -> Result<AlgorithmConfig> {
-    let kind = match p.algorithm {
-        SweepAlgorithm::GsPgd => AlgorithmKind::GsPgd,
-        SweepAlgorithm::ProxPgd => AlgorithmKind::ProxPgd,
-        SweepAlgorithm::ProxDrs => AlgorithmKind::ProxDrs,
-        SweepAlgorithm::ProxDrsDiff => AlgorithmKind::ProxDrsDiff,
-        SweepAlgorithm::Hqs => AlgorithmKind::Hqs,
-    };
-    let task = match p.task {
-        Task::Denoise => TaskKind::Denoise,
-        Task::Deblur => TaskKind::Deblur {
-            generated: matches!(
-                p.kernel.as_ref().map(|k| &k.0),
-                Some(KernelSpec::Uniform | KernelSpec::Gaussian)
-            ),
-        },
-        Task::Sr => TaskKind::SuperResolution,
-        Task::Inpaint => TaskKind::Inpaint,
-    };
-    let mut c = AlgorithmConfig::reference(kind, task, p.noise);
-    if let Some(l) = p.lambda {
-        c.set_lambda(l);
-    }
-    if let Some(s) = p.sigma_den_255() {
-        c.set_sigma(s);
-    }
-    if let Some(n) = p.settings.max_iter {
-        c.set_iterations(n);
-    }
-    let name = c.name();
-    let bad = |what: &str| PnpError::Invalid(format!("{what} does not apply to {name}"));
-    match &mut c {
-        AlgorithmConfig::GsPgd(g) => {
-            if p.alpha.is_some() {
-                return Err(bad("alpha"));
-            }
-            g.tau0 = p.tau0.or(g.tau0);
-            g.backtracking = p.settings.backtracking.unwrap_or(g.backtracking);
-            g.tol = p.settings.tol.or(g.tol);
-        }
-        AlgorithmConfig::ProxPgd(x)
-        | AlgorithmConfig::ProxDrs(x)
-        | AlgorithmConfig::ProxDrsDiff(x) => {
-            if p.tau0.is_some() {
-                return Err(bad("tau0"));
-            }
-            x.alpha = p.alpha.unwrap_or(x.alpha);
-            x.tol = p.settings.tol.or(x.tol);
-        }
-        AlgorithmConfig::Hqs(_) => {
-            if p.tau0.is_some() || p.alpha.is_some() {
-                return Err(bad("tau0 / alpha"));
-            }
-        }
-    }
-    c.validate()?;
-    Ok(c)
+    let kernel = p.kernel.as_ref().map(|k| &k.0);
+    AlgorithmConfig::reference(p.algorithm, p.task, kernel, p.noise).with_overrides(&Overrides {
+        lambda: p.lambda,
+        sigma: p.sigma_den_255(),
+        max_iter: p.settings.max_iter,
+        tol: p.settings.tol,
+        tau0: p.tau0,
+        alpha: p.alpha,
+        backtracking: p.settings.backtracking,
+        output: None,
+    })
 }
