@@ -7,7 +7,8 @@
 //! - [`RestorationProblem`]: operator, observation, ground truth, starting point;
 //! - [`AlgorithmConfig`]: GS-PnP, Prox-PnP (PGD, DRS, DRSdiff) and PnP-HQS with the papers'
 //!   reference defaults; [`restore`], [`restore_batch`], [`restore_all`];
-//! - [`monitor`]: per-iteration records as JSON and PNG plots.
+//! - [`monitor`]: per-iteration records as JSON and PNG plots;
+//! - [`report`]: the self-contained `report.html` of `restore`, `eval` and `sweep merge`.
 //!
 //! ```no_run
 //! use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
@@ -29,6 +30,7 @@ pub mod monitor;
 pub mod operators;
 pub mod plot;
 mod problem;
+pub mod report;
 pub mod sweep;
 
 pub use algorithms::{
