@@ -329,8 +329,9 @@ fn eval_and_restore_show_a_diverged_restoration_and_never_score_it() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     for line in csv.lines().skip(1) {
         assert!(
-            line.starts_with("butterfly,uniform,1,7.65,z,,,,,")
-                || line.starts_with("leaves,uniform,1,7.65,z,,,,,"),
+            // Image names are quoted as strings (issue 15).
+            line.starts_with("\"butterfly\",uniform,1,7.65,z,,,,,")
+                || line.starts_with("\"leaves\",uniform,1,7.65,z,,,,,"),
             "{csv}"
         );
         assert!(line.ends_with(",diverged"), "{csv}");

@@ -34,7 +34,7 @@ pub mod report;
 pub mod sweep;
 
 pub use algorithms::{
-    restore, restore_all, restore_batch, AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig,
+    restore, restore_all, restore_all_with_progress, restore_batch, AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig,
     HqsConfig, Monotonicity, ProxConfig, Restoration, SigmaWarmup, StopReason, TaskKind,
 };
 pub use error::{PnpError, Result};

@@ -85,7 +85,7 @@ impl Picture {
 pub struct Table {
     /// Heading above the table (may be empty).
     pub caption: String,
-    /// Column names.
+    /// Column names (none: a table without a header row).
     pub header: Vec<String>,
     /// Rows, each as long as the header.
     pub rows: Vec<Vec<String>>,
@@ -189,11 +189,15 @@ fn write_table(h: &mut String, t: &Table) {
     if !t.caption.is_empty() {
         let _ = writeln!(h, "<h2>{}</h2>", encode_text(&t.caption));
     }
-    h.push_str("<table>\n<thead><tr>");
-    for c in &t.header {
-        let _ = write!(h, "<th>{}</th>", encode_text(c));
+    h.push_str("<table>\n");
+    if !t.header.is_empty() {
+        h.push_str("<thead><tr>");
+        for c in &t.header {
+            let _ = write!(h, "<th>{}</th>", encode_text(c));
+        }
+        h.push_str("</tr></thead>\n");
     }
-    h.push_str("</tr></thead>\n<tbody>\n");
+    h.push_str("<tbody>\n");
     for row in &t.rows {
         h.push_str("<tr>");
         for c in row {
@@ -204,13 +208,18 @@ fn write_table(h: &mut String, t: &Table) {
     h.push_str("</tbody>\n</table>\n");
 }
 
+/// Pictures smaller than this (in pixels, longer side) are shown enlarged by an integer
+/// factor (pixelated, not smoothed), so that a 64 × 64 crop is still visible.
+const MIN_SHOWN_SIDE: u32 = 192;
+
 fn write_figure(h: &mut String, p: &Picture) {
+    let zoom = (MIN_SHOWN_SIDE / p.width.max(p.height).max(1)).max(1);
     let _ = writeln!(
         h,
         "<figure><img src=\"{}\" width=\"{}\" height=\"{}\" alt=\"{}\"><figcaption>{}</figcaption></figure>",
         p.data_uri(),
-        p.width,
-        p.height,
+        p.width * zoom,
+        p.height * zoom,
         encode_double_quoted_attribute(&p.label),
         encode_text(&p.label)
     );

@@ -10,6 +10,8 @@ use gradstep_pnp::{
     RestorationProblem, Task, TaskKind,
 };
 
+use gradstep_pnp::report::{ImageRow, Picture, Report, Table, REPORT_FILE};
+
 use crate::{checks, common};
 
 /// The degradations of the command line.
@@ -95,13 +97,14 @@ pub struct Args {
     /// Clean input image (the reference for PSNR / SSIM).
     input: PathBuf,
     /// Output folder, created if needed. The files this command writes there (observed.png,
-    /// restored.png, convergence.json, config.json, objective.png, psnr.png) are first removed
-    /// where an earlier run left them (HQS draws no objective plot); other files are kept.
+    /// restored.png, convergence.json, config.json, objective.png, psnr.png, residual.png,
+    /// tau.png, report.html) are first removed where an earlier run left them (HQS draws no
+    /// objective plot); other files are kept.
     outdir: PathBuf,
 }
 
 /// What `restore` writes into its output folder (with the plots, [`monitor::PLOT_FILES`]).
-const OUTPUTS: [&str; 8] = [
+const OUTPUTS: [&str; 9] = [
     "observed.png",
     "restored.png",
     "convergence.json",
@@ -110,7 +113,11 @@ const OUTPUTS: [&str; 8] = [
     monitor::PLOT_FILES[1],
     monitor::PLOT_FILES[2],
     monitor::PLOT_FILES[3],
+    REPORT_FILE,
 ];
+
+/// Longer side of the pictures in `report.html`, in pixels (larger images are scaled down).
+const REPORT_PICTURE_SIDE: u32 = 512;
 
 /// The kernel folder: the option, else `$GRADSTEP_SHARED/data/kernels`, else `../shared/data/kernels`.
 pub fn kernel_dir(opt: &Option<PathBuf>) -> PathBuf {
@@ -266,7 +273,71 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let plots = monitor::write_plots(&r.records, &a.outdir, cfg.name())?.len();
     std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", out("config.json").display()))?;
-    report(&problem, &r, &cfg, plots, &a.outdir)
+    let lines = report(&problem, &r, &cfg, plots, &a.outdir)?;
+    write_html_report(&problem, &r, &cfg, &c.checkpoint, &warnings, lines, &a.outdir)
+}
+
+/// `report.html`: the printed results, observed | restored | reference side by side and the
+/// plots that were drawn.
+fn write_html_report(
+    problem: &RestorationProblem,
+    r: &gradstep_pnp::Restoration,
+    cfg: &AlgorithmConfig,
+    checkpoint: &Path,
+    warnings: &[String],
+    lines: Vec<String>,
+    outdir: &Path,
+) -> anyhow::Result<()> {
+    let mut report = Report::new(&format!(
+        "restore: {} ({})",
+        cfg.name(),
+        problem.degradation.name()
+    ));
+    report.notes.push(format!("checkpoint {}", checkpoint.display()));
+    report
+        .notes
+        .extend(warnings.iter().map(|w| format!("warning: {w}")));
+    report.tables.push(Table {
+        caption: "Results".into(),
+        header: Vec::new(),
+        rows: lines
+            .iter()
+            .filter(|l| !l.starts_with("wrote "))
+            .map(|l| match l.split_once(": ") {
+                Some((k, v)) => vec![k.to_string(), v.to_string()],
+                None => vec![String::new(), l.clone()],
+            })
+            .collect(),
+    });
+    let side = REPORT_PICTURE_SIDE;
+    let mut pictures = vec![
+        Picture::thumbnail("observed", &problem.observation, side)?,
+        Picture::thumbnail(
+            &format!("restored ({})", cfg.returned_variable()),
+            &r.image,
+            side,
+        )?,
+    ];
+    if let Some(truth) = &problem.ground_truth {
+        pictures.push(Picture::thumbnail("reference", truth, side)?);
+    }
+    report.images.push(ImageRow {
+        title: problem.degradation.name().to_string(),
+        scores: lines
+            .iter()
+            .find(|l| l.starts_with("restored: "))
+            .cloned()
+            .unwrap_or_default(),
+        pictures,
+    });
+    for plot in monitor::PLOT_FILES {
+        let path = outdir.join(plot);
+        if path.exists() {
+            report.plots.push(Picture::from_png_file(&path)?);
+        }
+    }
+    report.write(&outdir.join(REPORT_FILE))?;
+    Ok(())
 }
 
 /// None of the files `restore` writes may be one it reads: the image, the config or the kernel.
@@ -288,49 +359,57 @@ fn report(
     cfg: &AlgorithmConfig,
     plots: usize,
     outdir: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let truth = problem.ground_truth.as_ref().context("no ground truth")?;
+    // Printed, and kept for report.html.
+    let mut lines = Vec::new();
+    let mut say = |line: String| {
+        println!("{line}");
+        lines.push(line);
+    };
     if problem.observation.size() == truth.size() {
         let obs = problem.observation.f_clamp(0.0, 1.0)?;
-        println!(
+        say(format!(
             "observed: PSNR {:.2} dB  SSIM {}",
             metrics::psnr(&obs, truth)?[0],
             common::ssim_text(common::ssim_if_defined(&obs, truth)?)
-        );
+        ));
     }
-    println!(
+    say(format!(
         "{} ({}): {} iterations ({}), {:.2} s",
         cfg.name(),
         problem.degradation.name(),
         r.iterations,
         monitor::stop_label(r.stop, &r.monotonicity),
         r.seconds
-    );
+    ));
     if r.stop == gradstep_pnp::StopReason::Diverged {
         // Not scored: the image is the last finite iterate before the run blew up.
-        println!("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)");
+        say(
+            "restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)".into(),
+        );
     } else {
         let restored = r.image.f_clamp(0.0, 1.0)?;
         let psnr = metrics::psnr(&restored, truth)?[0];
         let ssim = common::ssim_text(common::ssim_if_defined(&restored, truth)?);
-        println!(
+        say(format!(
             "restored: PSNR {psnr:.2} dB  SSIM {ssim}  (returned: {})",
             cfg.returned_variable()
-        );
+        ));
         if matches!(cfg, AlgorithmConfig::GsPgd(g) if g.output == GsOutput::Z) {
             let last = r.last_iterate.f_clamp(0.0, 1.0)?;
-            println!(
+            say(format!(
                 "last iterate x: PSNR {:.2} dB  SSIM {}",
                 metrics::psnr(&last, truth)?[0],
                 common::ssim_text(common::ssim_if_defined(&last, truth)?)
-            );
+            ));
         }
     }
-    println!(
-        "wrote {} (observed.png, restored.png, convergence.json, config.json, {plots} plot(s))",
+    say(format!(
+        "wrote {} (observed.png, restored.png, convergence.json, config.json, {plots} plot(s), {REPORT_FILE})",
         outdir.display()
-    );
-    Ok(())
+    ));
+    Ok(lines)
 }
 
 /// The inpainting task with `--hole`'s block missing too; `--hole` with another task is an error.
