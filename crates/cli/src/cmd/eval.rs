@@ -216,9 +216,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         let configs_used = configs.clone();
         let items: Vec<_> = problems.iter().zip(configs).collect();
-        let results = restore_all_with_progress(&den, &items, max_batch, &mut |n| {
-            progress.advance(n)
-        })?;
+        let results =
+            restore_all_with_progress(&den, &items, max_batch, &mut |n| progress.advance(n))?;
         for (((p, r), (image, kernel, scale, index)), cfg) in
             problems.iter().zip(&results).zip(labels).zip(&configs_used)
         {
@@ -628,7 +627,10 @@ fn denoise_table(
             if index < per_level {
                 report.images.push(ImageRow {
                     title: format!("{name} (σ={s})"),
-                    scores: format!("D_σ PSNR {:.2} dB, N_σ PSNR {:.2} dB", row.psnr_d, row.psnr_n),
+                    scores: format!(
+                        "D_σ PSNR {:.2} dB, N_σ PSNR {:.2} dB",
+                        row.psnr_d, row.psnr_n
+                    ),
                     pictures: vec![
                         Picture::thumbnail("noisy", &y, THUMBNAIL_SIDE)?,
                         Picture::thumbnail("D_σ", &d, THUMBNAIL_SIDE)?,

@@ -274,7 +274,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     std::fs::write(out("config.json"), serde_json::to_vec_pretty(&cfg)?)
         .with_context(|| format!("cannot write {}", out("config.json").display()))?;
     let lines = report(&problem, &r, &cfg, plots, &a.outdir)?;
-    write_html_report(&problem, &r, &cfg, &c.checkpoint, &warnings, lines, &a.outdir)
+    write_html_report(
+        &problem,
+        &r,
+        &cfg,
+        &c.checkpoint,
+        &warnings,
+        lines,
+        &a.outdir,
+    )
 }
 
 /// `report.html`: the printed results, observed | restored | reference side by side and the
@@ -293,7 +301,9 @@ fn write_html_report(
         cfg.name(),
         problem.degradation.name()
     ));
-    report.notes.push(format!("checkpoint {}", checkpoint.display()));
+    report
+        .notes
+        .push(format!("checkpoint {}", checkpoint.display()));
     report
         .notes
         .extend(warnings.iter().map(|w| format!("warning: {w}")));
@@ -385,9 +395,7 @@ fn report(
     ));
     if r.stop == gradstep_pnp::StopReason::Diverged {
         // Not scored: the image is the last finite iterate before the run blew up.
-        say(
-            "restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)".into(),
-        );
+        say("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)".into());
     } else {
         let restored = r.image.f_clamp(0.0, 1.0)?;
         let psnr = metrics::psnr(&restored, truth)?[0];

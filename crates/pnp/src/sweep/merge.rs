@@ -12,9 +12,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::sweep::error::{SweepError, SweepResult};
 use crate::report::{Picture, Report, Table, REPORT_FILE};
 use crate::sweep::config::Axes;
+use crate::sweep::error::{SweepError, SweepResult};
 use crate::sweep::figures;
 use crate::sweep::grid::Point;
 use crate::sweep::store::{latest_of, BadLine, Outcome, Record, SweepDir};

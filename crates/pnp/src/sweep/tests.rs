@@ -693,7 +693,14 @@ fn merged_tables_follow_the_grid_order_and_the_report_holds_table_and_figures() 
     // Kernels listed gaussian-last on purpose: named values keep the config's order.
     let c = load(&dir, &config_json(&dir, "")).unwrap();
     let sweep = SweepDir::new(&dir.join("runs"), "o").unwrap();
-    run_shard(&c, &sweep, Shard::ALL, &mut FakeRunner { calls: 0 }, &mut |_| {}).unwrap();
+    run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap();
     let report = merge(&sweep).unwrap();
     let csv = std::fs::read_to_string(sweep.path().join("table.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
