@@ -45,8 +45,8 @@ impl Picture {
         } else {
             img
         };
-        // Best compression with adaptive filters: a third of `image`'s fast default on
-        // photographs, and a report holds dozens of thumbnails.
+        // Best compression with adaptive filters (`image` defaults to fast): 6 % smaller on
+        // set3c's 192-pixel thumbnails (an eval report of 18 thumbnails: 1.83 → 1.71 MB).
         let mut png = Vec::new();
         let encoder = image::codecs::png::PngEncoder::new_with_quality(
             &mut png,
