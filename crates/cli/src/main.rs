@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 mod checks;
 mod cmd;
 mod common;
+mod progress;
 
 /// Gradient-Step and Proximal denoisers, and the Plug-and-Play algorithms built on them.
 #[derive(Debug, Parser)]

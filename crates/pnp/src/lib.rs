@@ -9,7 +9,8 @@
 //!   from a clean image ([`DegradationSpec`]) or built around a given observation;
 //! - [`AlgorithmConfig`]: GS-PnP, Prox-PnP (PGD, DRS, DRSdiff) and PnP-HQS with the papers'
 //!   reference defaults; [`restore`], [`restore_batch`], [`restore_all`];
-//! - [`monitor`]: per-iteration records as JSON and PNG plots.
+//! - [`monitor`]: per-iteration records as JSON and PNG plots;
+//! - [`report`]: the self-contained `report.html` of `restore`, `eval` and `sweep merge`.
 //!
 //! ```no_run
 //! use gradstep_model::{Activation, Drunet, DrunetConfig, GradientStepDenoiser};
@@ -32,11 +33,12 @@ pub mod observation;
 pub mod operators;
 pub mod plot;
 mod problem;
+pub mod report;
 pub mod sweep;
 mod task;
 
 pub use algorithms::{
-    restore, restore_all, restore_batch, AlgorithmConfig, GsOutput, GsPgdConfig, HqsConfig,
+    restore, restore_all, restore_all_with_progress, restore_batch, AlgorithmConfig, GsOutput, GsPgdConfig, HqsConfig,
     Monotonicity, Overrides, ProxConfig, Restoration, SigmaWarmup, StopReason,
 };
 pub use error::{PnpError, Result};

@@ -1,6 +1,8 @@
-//! `gradstep eval`: the papers' tables — PSNR per kernel and noise level over a folder of
-//! images, with iterations and seconds — as Markdown on stdout and CSV / JSON under `runs/`.
-//! Problems of equal size are restored in batches (`restore_all`).
+//! `gradstep eval`: the papers' tables — PSNR and SSIM per kernel and noise level over a
+//! folder of images, with iterations and seconds per image — as Markdown on stdout, and
+//! `results.csv`, `results.json` and `report.html` (tables and thumbnails) under `runs/`.
+//! Problems of equal size are restored in batches (`restore_all_with_progress`; a progress
+//! bar with ETA on stderr). A restoration's seconds are its share of its batch's time.
 //!
 //! Two sources of observations: synthesised here from `--images` (clean images, every kernel,
 //! scale and noise level of the flags), or given (`--observed-dir`, degraded elsewhere, e.g.
@@ -13,13 +15,16 @@ use gradstep_data::noise::{add_noise, seeded};
 use gradstep_data::reduce::mean;
 use gradstep_data::{load_image, metrics};
 use gradstep_model::{Graph, Sigma};
+use gradstep_pnp::report::{ImageRow, Picture, Report, Table, REPORT_FILE};
 use gradstep_pnp::{
-    restore_all, DegradationSpec, KernelSpec, Observed, RestorationProblem, StopReason, Task,
+    restore_all_with_progress, DegradationSpec, KernelSpec, Observed, RestorationProblem,
+    StopReason, Task,
 };
 use serde::Serialize;
 use tch::Tensor;
 
 use super::restore::{algorithm_config, task_for, Common};
+use crate::progress::Progress;
 use crate::{checks, common};
 
 /// Arguments of `gradstep eval`.
@@ -71,7 +76,7 @@ pub struct Args {
     out: Option<PathBuf>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 struct Row {
     image: String,
     kernel: String,
@@ -87,6 +92,7 @@ struct Row {
     psnr_last_iterate: Option<f64>,
     ssim_last_iterate: Option<f64>,
     iterations: usize,
+    /// This restoration's share of its batch's wall time (the batch's time over its size).
     seconds: f64,
     stop: StopReason,
 }
@@ -361,23 +367,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let given: Option<Vec<Tensor>> = observations
             .as_ref()
             .map(|o| o.iter().map(|(y, _)| y.shallow_clone()).collect());
-        return denoise_table(&den, &images, given.as_deref(), &noises, c.seed, &out);
+        let report = EvalReport::new(&format!("eval: denoise with {algo}"), &a, &warnings, 1);
+        return denoise_table(
+            &den,
+            &images,
+            given.as_deref(),
+            &noises,
+            c.seed,
+            &out,
+            report.report,
+        );
     }
     let max_batch = a.max_batch.unwrap_or(if device.is_cuda() { 8 } else { 2 });
+    let title = format!("eval: {task_name} with {algo}");
+    let mut report = EvalReport::new(&title, &a, &warnings, tasks.len() * noises.len());
+    let total = noises.len() * tasks.len() * images.len();
+    let mut progress = Progress::new(total as u64, "restorations");
     let mut rows = Vec::new();
     for (level, &noise) in noises.iter().enumerate() {
         let mut problems = Vec::new();
         let mut configs = Vec::new();
         let mut labels = Vec::new();
         for (kernel, scale, task, level_configs) in &tasks {
-            for (i, (name, img)) in images.iter().enumerate() {
+            for (index, (name, img)) in images.iter().enumerate() {
                 let size = img.size();
                 let problem = match &observations {
-                    Some(given) => given_problem(&given[i], img, task, noise),
+                    Some(given) => given_problem(&given[index], img, task, noise),
                     None => {
                         if level == 0 {
                             if let Some(note) = gradstep_pnp::sr_crop_note(task, size[2], size[3]) {
-                                eprintln!("note: {name}: {note}");
+                                progress.println(&format!("note: {name}: {note}"));
                             }
                         }
                         RestorationProblem::synthesize(img, task, noise, c.seed)
@@ -385,13 +404,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 };
                 problems.push(problem.with_context(|| name.clone())?);
                 configs.push(&level_configs[level]);
-                labels.push((name.clone(), kernel.clone(), *scale));
+                labels.push((name.clone(), kernel.clone(), *scale, index));
             }
         }
         let configs_used = configs.clone();
         let items: Vec<_> = problems.iter().zip(configs).collect();
-        let results = restore_all(&den, &items, max_batch)?;
-        for (((p, r), (image, kernel, scale)), cfg) in
+        let results =
+            restore_all_with_progress(&den, &items, max_batch, &mut |n| progress.advance(n))?;
+        for (((p, r), (image, kernel, scale, index)), cfg) in
             problems.iter().zip(&results).zip(labels).zip(&configs_used)
         {
             let truth = p.ground_truth.as_ref().context("no ground truth")?;
@@ -409,7 +429,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             };
             let (psnr, ssim) = score(&r.image)?;
             let (psnr_last_iterate, ssim_last_iterate) = score(&r.last_iterate)?;
-            rows.push(Row {
+            let row = Row {
                 image,
                 kernel,
                 scale,
@@ -422,11 +442,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 iterations: r.iterations,
                 seconds: r.seconds,
                 stop: r.stop,
-            });
+            };
+            report.add_restoration(index, &row, [&p.observation, &r.image, truth])?;
+            rows.push(row);
         }
-        eprintln!("ν = {noise}: {} restorations done", results.len());
+        progress.println(&format!("ν = {noise}: {} restorations done", results.len()));
         write_outputs(&out, &rows)?;
+        report.write(&out, &rows, &noises)?;
+        progress.println(&format!(
+            "wrote {}/results.csv, results.json and {REPORT_FILE}",
+            out.display()
+        ));
     }
+    progress.finish();
     print_table(&rows, &noises);
     Ok(())
 }
@@ -458,98 +486,324 @@ fn given_problem(
     )
 }
 
-fn print_table(rows: &[Row], noises: &[f64]) {
+/// Restorations shown as thumbnails in `report.html`, at most (spread over the kernel,
+/// scale and noise combinations: the first images of each). About 0.3 MB of page per row
+/// (three 192-pixel PNGs in base64).
+const REPORT_ROWS: usize = 24;
+
+/// Longer side of the thumbnails in `report.html`, in pixels.
+const THUMBNAIL_SIDE: u32 = 192;
+
+/// `report.html` of an evaluation, rewritten after each noise level with the tables.
+struct EvalReport {
+    report: Report,
+    /// Images shown per (kernel, scale, ν): `REPORT_ROWS` shared by the combinations.
+    images_per_group: usize,
+}
+
+impl EvalReport {
+    fn new(title: &str, a: &Args, warnings: &[String], groups: usize) -> Self {
+        let mut report = Report::new(title);
+        report.notes.push(format!(
+            "checkpoint {}, images {}, algorithm {}, seed {}",
+            a.common.checkpoint.display(),
+            match (&a.images, &a.observed_dir, &a.clean_dir) {
+                (Some(dir), ..) => dir.display().to_string(),
+                (None, Some(obs), Some(clean)) =>
+                    format!("{} (observed) / {} (clean)", obs.display(), clean.display()),
+                _ => String::new(),
+            },
+            a.common.algorithm,
+            a.common.seed
+        ));
+        report
+            .notes
+            .extend(warnings.iter().map(|w| format!("warning: {w}")));
+        EvalReport {
+            report,
+            images_per_group: (REPORT_ROWS / groups.max(1)).max(1),
+        }
+    }
+
+    /// Adds the observed | restored | reference thumbnails of the `index`-th image of its
+    /// group when it is among the first shown.
+    fn add_restoration(
+        &mut self,
+        index: usize,
+        row: &Row,
+        [observed, restored, reference]: [&Tensor; 3],
+    ) -> anyhow::Result<()> {
+        if index >= self.images_per_group {
+            return Ok(());
+        }
+        let scores = if row.diverged() {
+            "diverged (not scored)".to_string()
+        } else {
+            format!(
+                "PSNR {:.2} dB, SSIM {}, {} iterations",
+                row.psnr.unwrap_or(f64::NAN),
+                common::ssim_text(row.ssim),
+                row.iterations
+            )
+        };
+        self.report.images.push(ImageRow {
+            title: format!(
+                "{} ({}, ×{}, ν={})",
+                row.image, row.kernel, row.scale, row.noise
+            ),
+            scores,
+            pictures: vec![
+                Picture::thumbnail("observed", observed, THUMBNAIL_SIDE)?,
+                Picture::thumbnail(
+                    &format!("restored ({})", row.returned),
+                    restored,
+                    THUMBNAIL_SIDE,
+                )?,
+                Picture::thumbnail("reference", reference, THUMBNAIL_SIDE)?,
+            ],
+        });
+        Ok(())
+    }
+
+    /// Writes `report.html` with the tables of `rows`.
+    fn write(&mut self, out: &Path, rows: &[Row], noises: &[f64]) -> anyhow::Result<()> {
+        let (constants, means) = means_table(rows, noises);
+        let mut report = self.report.clone();
+        report.notes.extend(constants);
+        report.notes.extend(diverged_line(rows));
+        report.tables.push(Table {
+            caption: "Means".into(),
+            ..means
+        });
+        report.tables.push(Table {
+            caption: format!("All {} restorations", rows.len()),
+            header: CSV_HEADER.iter().map(|h| h.to_string()).collect(),
+            rows: rows.iter().map(csv_cells).collect(),
+        });
+        report.write(&out.join(REPORT_FILE))?;
+        Ok(())
+    }
+}
+
+/// The mean of `v`, NaN when empty (a table cell).
+fn mean_or_nan(v: impl Iterator<Item = f64>) -> f64 {
+    mean(v).unwrap_or(f64::NAN)
+}
+
+/// The table of means: one row per (kernel, scale) and a last row `mean`, with
+/// `PSNR | SSIM | it | s/image` per noise level. Kernel and scale columns that are the same in
+/// every row (scale for deblurring, kernel for one kernel) are left out and returned as lines
+/// (`kernel: uniform`) to print above the table.
+fn means_table(rows: &[Row], noises: &[f64]) -> (Vec<String>, Table) {
     let mut keys: Vec<(String, i64)> = Vec::new();
     for r in rows {
         if !keys.contains(&(r.kernel.clone(), r.scale)) {
             keys.push((r.kernel.clone(), r.scale));
         }
     }
-    let head: Vec<String> = noises
-        .iter()
-        .map(|n| format!("ν={n} PSNR | it | s"))
-        .collect();
-    println!("| kernel | scale | {} |", head.join(" | "));
-    println!("|---|---|{}", "---|---|---|".repeat(noises.len()));
-    let cell = |sel: &dyn Fn(&Row) -> bool, n: f64| {
-        let rs: Vec<&Row> = rows.iter().filter(|r| sel(r) && r.noise == n).collect();
-        mean_cells(&rs)
+    let distinct = |f: &dyn Fn(&(String, i64)) -> String| {
+        let mut v: Vec<String> = keys.iter().map(f).collect();
+        v.dedup();
+        v
     };
-    for (k, s) in &keys {
-        let cells: Vec<String> = noises
-            .iter()
-            .map(|&n| cell(&|r: &Row| &r.kernel == k && r.scale == *s, n))
-            .collect();
-        println!("| {k} | {s} | {} |", cells.join(" | "));
+    let kernels = distinct(&|k| k.0.clone());
+    let scales = distinct(&|k| k.1.to_string());
+    let (show_kernel, show_scale) = (kernels.len() > 1, scales.len() > 1);
+    let mut constants = Vec::new();
+    // No kernel ("mask": inpainting, denoising) and ×1 (no super-resolution) are not parameters.
+    if !show_kernel && kernels.first().is_some_and(|k| k != "mask") {
+        constants.push(format!("kernel: {}", kernels[0]));
     }
-    let cells: Vec<String> = noises.iter().map(|&n| cell(&|_: &Row| true, n)).collect();
-    println!("| **mean** | | {} |", cells.join(" | "));
-    let diverged: Vec<&Row> = rows.iter().filter(|r| r.diverged()).collect();
-    if !diverged.is_empty() {
-        let which: Vec<String> = diverged
-            .iter()
-            .map(|r| format!("{} ({}, ×{}, ν={})", r.image, r.kernel, r.scale, r.noise))
-            .collect();
-        println!(
-            "{} of {} restorations diverged and are left out of the means: {}",
-            diverged.len(),
-            rows.len(),
-            which.join(", ")
-        );
+    if !show_scale && scales.first().is_some_and(|s| s != "1") {
+        constants.push(format!("scale: ×{}", scales[0]));
     }
-}
-
-/// `PSNR | it | s` of `rows`: means over the restorations that did not diverge, the others
-/// counted next to the PSNR.
-fn mean_cells(rows: &[&Row]) -> String {
-    let scored: Vec<&Row> = rows.iter().copied().filter(|r| !r.diverged()).collect();
-    let psnr = mean(scored.iter().filter_map(|r| r.psnr)).unwrap_or(f64::NAN);
-    let psnr = match (scored.len(), rows.len() - scored.len()) {
-        (0, 0) => return "– | – | –".to_string(),
-        (0, d) => return format!("diverged ({d}) | – | –"),
-        (_, 0) => format!("{psnr:.2}"),
-        (_, d) => format!("{psnr:.2} ({d} diverged)"),
+    let mut header: Vec<String> = Vec::new();
+    if show_kernel {
+        header.push("kernel".into());
+    }
+    if show_scale {
+        header.push("scale".into());
+    }
+    if header.is_empty() {
+        header.push(String::new());
+    }
+    for n in noises {
+        header.extend([
+            format!("ν={n} PSNR"),
+            "SSIM".into(),
+            "it".into(),
+            "s/image".into(),
+        ]);
+    }
+    let cells = |sel: &dyn Fn(&Row) -> bool| -> Vec<String> {
+        noises
+            .iter()
+            .flat_map(|&n| {
+                let rs: Vec<&Row> = rows.iter().filter(|r| sel(r) && r.noise == n).collect();
+                mean_columns(&rs)
+            })
+            .collect()
     };
-    format!(
-        "{psnr} | {:.0} | {:.2}",
-        mean(scored.iter().map(|r| r.iterations as f64)).unwrap_or(f64::NAN),
-        mean(scored.iter().map(|r| r.seconds)).unwrap_or(f64::NAN)
+    let mut table_rows = Vec::new();
+    if show_kernel || show_scale {
+        for (k, s) in &keys {
+            let mut row = Vec::new();
+            if show_kernel {
+                row.push(k.clone());
+            }
+            if show_scale {
+                row.push(s.to_string());
+            }
+            row.extend(cells(&|r: &Row| &r.kernel == k && r.scale == *s));
+            table_rows.push(row);
+        }
+    }
+    let mut mean_row = vec!["mean".to_string()];
+    mean_row.resize(header.len() - 4 * noises.len(), String::new());
+    mean_row.extend(cells(&|_: &Row| true));
+    table_rows.push(mean_row);
+    (
+        constants,
+        Table {
+            caption: String::new(),
+            header,
+            rows: table_rows,
+        },
     )
 }
 
-fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
-    let mut csv = String::from(
-        "image,kernel,scale,noise,returned,psnr,ssim,psnr_last_iterate,ssim_last_iterate,iterations,seconds,stop\n",
-    );
+/// `2 of 8 restorations diverged and are left out of the means: …`, when some did.
+fn diverged_line(rows: &[Row]) -> Option<String> {
+    let diverged: Vec<&Row> = rows.iter().filter(|r| r.diverged()).collect();
+    if diverged.is_empty() {
+        return None;
+    }
+    let which: Vec<String> = diverged
+        .iter()
+        .map(|r| format!("{} ({}, ×{}, ν={})", r.image, r.kernel, r.scale, r.noise))
+        .collect();
+    Some(format!(
+        "{} of {} restorations diverged and are left out of the means: {}",
+        diverged.len(),
+        rows.len(),
+        which.join(", ")
+    ))
+}
+
+fn print_table(rows: &[Row], noises: &[f64]) {
+    let (constants, table) = means_table(rows, noises);
+    for line in constants {
+        println!("{line}");
+    }
+    println!("| {} |", table.header.join(" | "));
+    println!("|{}", "---|".repeat(table.header.len()));
+    for (i, row) in table.rows.iter().enumerate() {
+        let mut row = row.clone();
+        // The last row holds the means over every kernel and scale.
+        if i + 1 == table.rows.len() {
+            row[0] = format!("**{}**", row[0]);
+        }
+        println!("| {} |", row.join(" | "));
+    }
+    if let Some(line) = diverged_line(rows) {
+        println!("{line}");
+    }
+}
+
+/// `PSNR`, `SSIM`, iterations and seconds per image of `rows`: means over the restorations
+/// that did not diverge, the others counted next to the PSNR; SSIM `n/a` when no image was
+/// large enough for its window.
+fn mean_columns(rows: &[&Row]) -> [String; 4] {
+    let scored: Vec<&Row> = rows.iter().copied().filter(|r| !r.diverged()).collect();
+    let psnr = mean_or_nan(scored.iter().filter_map(|r| r.psnr));
+    let none = || "–".to_string();
+    let psnr = match (scored.len(), rows.len() - scored.len()) {
+        (0, 0) => return [none(), none(), none(), none()],
+        (0, d) => return [format!("diverged ({d})"), none(), none(), none()],
+        (_, 0) => format!("{psnr:.2}"),
+        (_, d) => format!("{psnr:.2} ({d} diverged)"),
+    };
+    let ssims: Vec<f64> = scored.iter().filter_map(|r| r.ssim).collect();
+    [
+        psnr,
+        common::ssim_text(mean(ssims)),
+        format!("{:.0}", mean_or_nan(scored.iter().map(|r| r.iterations as f64))),
+        format!("{:.2}", mean_or_nan(scored.iter().map(|r| r.seconds))),
+    ]
+}
+
+/// The columns of `results.csv` (and of the report's table of all restorations).
+const CSV_HEADER: [&str; 12] = [
+    "image",
+    "kernel",
+    "scale",
+    "noise",
+    "returned",
+    "psnr",
+    "ssim",
+    "psnr_last_iterate",
+    "ssim_last_iterate",
+    "iterations",
+    "seconds",
+    "stop",
+];
+
+/// The cells of one row of `results.csv`: metrics empty when diverged, SSIM `n/a` when the
+/// image is under SSIM's window.
+fn csv_cells(r: &Row) -> Vec<String> {
     let cell = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
-    // Empty when diverged, `n/a` when the image is under SSIM's window.
-    let ssim_cell = |r: &Row, v: Option<f64>| {
+    let ssim_cell = |v: Option<f64>| {
         if r.diverged() {
             String::new()
         } else {
             v.map_or_else(|| "n/a".into(), |v| format!("{v:.5}"))
         }
     };
-    for r in rows {
-        csv += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{:.4},{}\n",
-            r.image,
-            r.kernel,
-            r.scale,
-            r.noise,
-            r.returned,
-            cell(r.psnr, 4),
-            ssim_cell(r, r.ssim),
-            cell(r.psnr_last_iterate, 4),
-            ssim_cell(r, r.ssim_last_iterate),
-            r.iterations,
-            r.seconds,
-            r.stop.name()
-        );
+    vec![
+        r.image.clone(),
+        r.kernel.clone(),
+        r.scale.to_string(),
+        r.noise.to_string(),
+        r.returned.to_string(),
+        cell(r.psnr, 4),
+        ssim_cell(r.ssim),
+        cell(r.psnr_last_iterate, 4),
+        ssim_cell(r.ssim_last_iterate),
+        r.iterations.to_string(),
+        format!("{:.4}", r.seconds),
+        r.stop.name().to_string(),
+    ]
+}
+
+/// CSV text through the `csv` crate (its quoting and escaping), the first column (image
+/// names) always quoted: names such as `0001` are strings, and spreadsheets or pandas would
+/// read them as numbers otherwise. The `csv` writer has one quoting rule per writer, so the
+/// name goes through an always-quoting writer and the other cells through a minimal one.
+fn csv_with_quoted_names(header: &[&str], rows: &[Vec<String>]) -> anyhow::Result<Vec<u8>> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(header)?;
+    let mut out = out.into_inner().map_err(|e| e.into_error())?;
+    for cells in rows {
+        let (name, rest) = cells.split_first().context("a CSV row without cells")?;
+        // A one-field record ended by the separator: `"0001",`.
+        let mut quoted = csv::WriterBuilder::new()
+            .quote_style(csv::QuoteStyle::Always)
+            .terminator(csv::Terminator::Any(b','))
+            .from_writer(Vec::new());
+        quoted.write_record([name])?;
+        out.extend(quoted.into_inner().map_err(|e| e.into_error())?);
+        let mut plain = csv::Writer::from_writer(Vec::new());
+        plain.write_record(rest)?;
+        out.extend(plain.into_inner().map_err(|e| e.into_error())?);
     }
-    gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    Ok(out)
+}
+
+fn write_outputs(out: &Path, rows: &[Row]) -> anyhow::Result<()> {
+    let cells: Vec<Vec<String>> = rows.iter().map(csv_cells).collect();
+    let csv = csv_with_quoted_names(&CSV_HEADER, &cells)?;
+    gradstep_model::write_atomic(&out.join("results.csv"), &csv)?;
     gradstep_model::write_atomic(&out.join("results.json"), &serde_json::to_vec_pretty(rows)?)?;
-    eprintln!("wrote {}/results.csv and results.json", out.display());
     Ok(())
 }
 
@@ -562,6 +816,7 @@ fn denoise_table(
     noises: &[f64],
     seed: i64,
     out: &Path,
+    report: Report,
 ) -> anyhow::Result<()> {
     #[derive(Serialize)]
     struct DenoiseRow<'a> {
@@ -571,18 +826,21 @@ fn denoise_table(
         psnr_n: f64,
     }
     let mut rows = Vec::new();
+    let mut report = report;
+    let per_level = (REPORT_ROWS / noises.len().max(1)).max(1);
+    let mut progress = Progress::new((noises.len() * images.len()) as u64, "images");
     for &s in noises {
-        for (i, (name, img)) in images.iter().enumerate() {
+        for (index, (name, img)) in images.iter().enumerate() {
             let y = match given {
                 Some(given) => {
-                    if given[i].size() != img.size() {
+                    if given[index].size() != img.size() {
                         bail!(
                             "{name}: the observation is {:?}, its clean partner {:?}",
-                            given[i].size(),
+                            given[index].size(),
                             img.size()
                         );
                     }
-                    given[i].shallow_clone()
+                    given[index].shallow_clone()
                 }
                 None => {
                     add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?
@@ -595,33 +853,79 @@ fn denoise_table(
             let n = den
                 .network_output(&y, &sigma, Graph::Inference)?
                 .f_clamp(0.0, 1.0)?;
-            rows.push(DenoiseRow {
+            let row = DenoiseRow {
                 image: name,
                 sigma: s,
                 psnr_d: metrics::psnr(&d, img)?[0],
                 psnr_n: metrics::psnr(&n, img)?[0],
-            });
+            };
+            if index < per_level {
+                report.images.push(ImageRow {
+                    title: format!("{name} (σ={s})"),
+                    scores: format!(
+                        "D_σ PSNR {:.2} dB, N_σ PSNR {:.2} dB",
+                        row.psnr_d, row.psnr_n
+                    ),
+                    pictures: vec![
+                        Picture::thumbnail("noisy", &y, THUMBNAIL_SIDE)?,
+                        Picture::thumbnail("D_σ", &d, THUMBNAIL_SIDE)?,
+                        Picture::thumbnail("reference", img, THUMBNAIL_SIDE)?,
+                    ],
+                });
+            }
+            rows.push(row);
+            progress.advance(1);
         }
     }
-    println!("| σ | D_σ PSNR | N_σ PSNR |\n|---|---|---|");
+    progress.finish();
+    let mut means = Table {
+        caption: "Means".into(),
+        header: ["σ", "D_σ PSNR", "N_σ PSNR"].map(String::from).to_vec(),
+        rows: Vec::new(),
+    };
     for &s in noises {
         let rs: Vec<&DenoiseRow> = rows.iter().filter(|r| r.sigma == s).collect();
-        println!(
-            "| {s} | {:.2} | {:.2} |",
-            mean(rs.iter().map(|r| r.psnr_d)).unwrap_or(f64::NAN),
-            mean(rs.iter().map(|r| r.psnr_n)).unwrap_or(f64::NAN)
-        );
+        means.rows.push(vec![
+            s.to_string(),
+            format!("{:.2}", mean_or_nan(rs.iter().map(|r| r.psnr_d))),
+            format!("{:.2}", mean_or_nan(rs.iter().map(|r| r.psnr_n))),
+        ]);
     }
-    let mut csv = String::from("image,sigma,psnr_d,psnr_n\n");
-    for r in &rows {
-        csv += &format!("{},{},{:.4},{:.4}\n", r.image, r.sigma, r.psnr_d, r.psnr_n);
+    println!("| {} |\n|---|---|---|", means.header.join(" | "));
+    for row in &means.rows {
+        println!("| {} |", row.join(" | "));
     }
-    gradstep_model::write_atomic(&out.join("results.csv"), csv.as_bytes())?;
+    let header = ["image", "sigma", "psnr_d", "psnr_n"];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.image.to_string(),
+                r.sigma.to_string(),
+                format!("{:.4}", r.psnr_d),
+                format!("{:.4}", r.psnr_n),
+            ]
+        })
+        .collect();
+    gradstep_model::write_atomic(
+        &out.join("results.csv"),
+        &csv_with_quoted_names(&header, &cells)?,
+    )?;
     gradstep_model::write_atomic(
         &out.join("results.json"),
         &serde_json::to_vec_pretty(&rows)?,
     )?;
-    eprintln!("wrote {}/results.csv and results.json", out.display());
+    report.tables.push(means);
+    report.tables.push(Table {
+        caption: format!("All {} images", rows.len()),
+        header: header.map(String::from).to_vec(),
+        rows: cells,
+    });
+    report.write(&out.join(REPORT_FILE))?;
+    eprintln!(
+        "wrote {}/results.csv, results.json and {REPORT_FILE}",
+        out.display()
+    );
     Ok(())
 }
 
@@ -657,9 +961,59 @@ mod tests {
         let mut small = row(Some(25.0), StopReason::MaxIterations);
         small.ssim = None;
         let rows = [&ok[0], &ok[1], &diverged, &small];
-        assert_eq!(mean_cells(&rows), "25.00 (1 diverged) | 10 | 1.00");
-        assert_eq!(mean_cells(&[&ok[0]]), "30.00 | 10 | 1.00");
-        assert_eq!(mean_cells(&[&diverged]), "diverged (1) | – | –");
-        assert_eq!(mean_cells(&[]), "– | – | –");
+        // PSNR | SSIM | it | s/image (SSIM beside PSNR since issue 15).
+        let mean_cells = |rows: &[&Row]| mean_columns(rows).join(" | ");
+        assert_eq!(mean_cells(&rows), "25.00 (1 diverged) | 0.9000 | 10 | 1.00");
+        assert_eq!(mean_cells(&[&ok[0]]), "30.00 | 0.9000 | 10 | 1.00");
+        assert_eq!(mean_cells(&[&diverged]), "diverged (1) | – | – | –");
+        assert_eq!(mean_cells(&[]), "– | – | – | –");
+        assert_eq!(mean_cells(&[&small]), "25.00 | n/a | 10 | 1.00");
+    }
+
+    #[test]
+    fn the_means_table_drops_kernel_and_scale_columns_that_never_change() {
+        let mut a = row(Some(30.0), StopReason::Converged);
+        let mut b = row(Some(20.0), StopReason::Converged);
+        b.image = "b".into();
+        // Deblurring with one kernel: neither column; the kernel is named above the table.
+        let (constants, t) = means_table(&[a.clone(), b.clone()], &[7.65]);
+        assert_eq!(constants, ["kernel: uniform"]);
+        assert_eq!(t.header, ["", "ν=7.65 PSNR", "SSIM", "it", "s/image"]);
+        assert_eq!(t.rows, [["mean", "25.00", "0.9000", "10", "1.00"]]);
+        // Two kernels: a kernel column, still no scale (deblurring is ×1).
+        b.kernel = "gaussian".into();
+        let (constants, t) = means_table(&[a.clone(), b.clone()], &[7.65]);
+        assert!(constants.is_empty());
+        assert_eq!(t.header[0], "kernel");
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[2][..2], ["mean", "25.00"]);
+        // Super-resolution at two scales with one kernel: a scale column only.
+        b.kernel = a.kernel.clone();
+        (a.scale, b.scale) = (2, 3);
+        let (constants, t) = means_table(&[a, b], &[7.65]);
+        assert_eq!(constants, ["kernel: uniform"]);
+        assert_eq!(t.header[0], "scale");
+        assert_eq!(t.rows[0][0], "2");
+    }
+
+    #[test]
+    fn csv_quotes_every_image_name_and_escapes_through_the_csv_crate() {
+        let rows = vec![
+            vec!["0001".to_string(), "7.65".into(), "a,b".into()],
+            vec!["say \"hi\"".to_string(), String::new(), "x".into()],
+        ];
+        let csv = csv_with_quoted_names(&["image", "noise", "kernel"], &rows).unwrap();
+        let text = String::from_utf8(csv.clone()).unwrap();
+        assert_eq!(
+            text,
+            "image,noise,kernel\n\"0001\",7.65,\"a,b\"\n\"say \"\"hi\"\"\",,x\n"
+        );
+        // Read back by the csv crate: the same cells.
+        let mut reader = csv::Reader::from_reader(csv.as_slice());
+        let back: Vec<Vec<String>> = reader
+            .records()
+            .map(|r| r.unwrap().iter().map(String::from).collect())
+            .collect();
+        assert_eq!(back, rows);
     }
 }

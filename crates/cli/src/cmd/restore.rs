@@ -21,6 +21,8 @@ use gradstep_pnp::{
 };
 use serde::Serialize;
 
+use gradstep_pnp::report::{ImageRow, Picture, Report, Table, REPORT_FILE};
+
 use crate::{checks, common};
 
 /// Options shared by `restore` and `eval`.
@@ -136,13 +138,13 @@ pub struct Args {
     crop: i64,
     /// Output folder, created if needed. The files this command writes there (observed.png,
     /// observed.npy, mask.png, restored.png, restored.npy (float32, not clipped),
-    /// convergence.json, config.json, run.json and the plots) are first removed where an
+    /// convergence.json, config.json, run.json, the plots and report.html) are first removed where an
     /// earlier run left them; other files are kept.
     outdir: PathBuf,
 }
 
 /// What `restore` writes into its output folder (with the plots, [`monitor::PLOT_FILES`]).
-const OUTPUTS: [&str; 12] = [
+const OUTPUTS: [&str; 13] = [
     "observed.png",
     "observed.npy",
     "mask.png",
@@ -155,10 +157,14 @@ const OUTPUTS: [&str; 12] = [
     monitor::PLOT_FILES[1],
     monitor::PLOT_FILES[2],
     monitor::PLOT_FILES[3],
+    REPORT_FILE,
 ];
 
 /// Noise level of a synthetic observation when `--noise` is not given.
 const DEFAULT_SYNTHETIC_NOISE: f64 = 7.65;
+
+/// Longer side of the pictures in `report.html`, in pixels (larger images are scaled down).
+const REPORT_PICTURE_SIDE: u32 = 512;
 
 /// The kernel folder: the option, else `$GRADSTEP_SHARED/data/kernels`, else `../shared/data/kernels`.
 pub fn kernel_dir(opt: &Option<PathBuf>) -> PathBuf {
@@ -422,7 +428,81 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     std::fs::write(out("run.json"), serde_json::to_vec_pretty(&record)?)
         .with_context(|| format!("cannot write {}", out("run.json").display()))?;
-    report(&problem, &r, &cfg, plots, &a.outdir)
+    let lines = report(&problem, &r, &cfg, plots, &a.outdir)?;
+    write_html_report(
+        &problem,
+        &r,
+        &cfg,
+        &c.checkpoint,
+        &warnings,
+        lines,
+        &a.outdir,
+    )
+}
+
+/// `report.html`: the printed results, observed | restored | reference side by side and the
+/// plots that were drawn.
+fn write_html_report(
+    problem: &RestorationProblem,
+    r: &gradstep_pnp::Restoration,
+    cfg: &AlgorithmConfig,
+    checkpoint: &Path,
+    warnings: &[String],
+    lines: Vec<String>,
+    outdir: &Path,
+) -> anyhow::Result<()> {
+    let mut report = Report::new(&format!(
+        "restore: {} ({})",
+        cfg.name(),
+        problem.degradation.name()
+    ));
+    report
+        .notes
+        .push(format!("checkpoint {}", checkpoint.display()));
+    report
+        .notes
+        .extend(warnings.iter().map(|w| format!("warning: {w}")));
+    report.tables.push(Table {
+        caption: "Results".into(),
+        header: Vec::new(),
+        rows: lines
+            .iter()
+            .filter(|l| !l.starts_with("wrote "))
+            .map(|l| match l.split_once(": ") {
+                Some((k, v)) => vec![k.to_string(), v.to_string()],
+                None => vec![String::new(), l.clone()],
+            })
+            .collect(),
+    });
+    let side = REPORT_PICTURE_SIDE;
+    let mut pictures = vec![
+        Picture::thumbnail("observed", &problem.observation, side)?,
+        Picture::thumbnail(
+            &format!("restored ({})", cfg.returned_variable()),
+            &r.image,
+            side,
+        )?,
+    ];
+    if let Some(truth) = &problem.ground_truth {
+        pictures.push(Picture::thumbnail("reference", truth, side)?);
+    }
+    report.images.push(ImageRow {
+        title: problem.degradation.name().to_string(),
+        scores: lines
+            .iter()
+            .find(|l| l.starts_with("restored: "))
+            .cloned()
+            .unwrap_or_default(),
+        pictures,
+    });
+    for plot in monitor::PLOT_FILES {
+        let path = outdir.join(plot);
+        if path.exists() {
+            report.plots.push(Picture::from_png_file(&path)?);
+        }
+    }
+    report.write(&outdir.join(REPORT_FILE))?;
+    Ok(())
 }
 
 /// `--noise`: required with `--observed` except for inpainting (0 by default: the papers'
@@ -580,55 +660,61 @@ fn report(
     cfg: &AlgorithmConfig,
     plots: usize,
     outdir: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
     let truth = problem.ground_truth.as_ref();
+    // Printed, and kept for report.html.
+    let mut lines = Vec::new();
+    let mut say = |line: String| {
+        println!("{line}");
+        lines.push(line);
+    };
     if let Some(truth) = truth.filter(|t| problem.observation.size() == t.size()) {
         let obs = problem.observation.f_clamp(0.0, 1.0)?;
-        println!(
+        say(format!(
             "observed: PSNR {:.2} dB  SSIM {}",
             metrics::psnr(&obs, truth)?[0],
             common::ssim_text(common::ssim_if_defined(&obs, truth)?)
-        );
+        ));
     }
-    println!(
+    say(format!(
         "{} ({}): {} iterations ({}), {:.2} s",
         cfg.name(),
         problem.degradation.name(),
         r.iterations,
         monitor::stop_label(r.stop, &r.monotonicity),
         r.seconds
-    );
+    ));
     match truth {
         _ if r.stop == gradstep_pnp::StopReason::Diverged => {
             // Not scored: the image is the last finite iterate before the run blew up.
-            println!("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)");
+            say("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)".into());
         }
-        None => {
-            println!("restored: no reference, so no PSNR/SSIM (give --reference X.png to score it)")
-        }
+        None => say(
+            "restored: no reference, so no PSNR/SSIM (give --reference X.png to score it)".into(),
+        ),
         Some(truth) => {
             let restored = r.image.f_clamp(0.0, 1.0)?;
             let psnr = metrics::psnr(&restored, truth)?[0];
             let ssim = common::ssim_text(common::ssim_if_defined(&restored, truth)?);
-            println!(
+            say(format!(
                 "restored: PSNR {psnr:.2} dB  SSIM {ssim}  (returned: {})",
                 cfg.returned_variable()
-            );
+            ));
             if matches!(cfg, AlgorithmConfig::GsPgd(g) if g.output == GsOutput::Z) {
                 let last = r.last_iterate.f_clamp(0.0, 1.0)?;
-                println!(
+                say(format!(
                     "last iterate x: PSNR {:.2} dB  SSIM {}",
                     metrics::psnr(&last, truth)?[0],
                     common::ssim_text(common::ssim_if_defined(&last, truth)?)
-                );
+                ));
             }
         }
     }
-    println!(
-        "wrote {} (observed.png, restored.png / .npy, convergence.json, config.json, run.json, {plots} plot(s))",
+    say(format!(
+        "wrote {} (observed.png, restored.png / .npy, convergence.json, config.json, run.json, {plots} plot(s), {REPORT_FILE})",
         outdir.display()
-    );
-    Ok(())
+    ));
+    Ok(lines)
 }
 
 /// `--hole`: `X,Y,W,H`.

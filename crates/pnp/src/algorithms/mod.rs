@@ -212,6 +212,17 @@ pub fn restore_all(
     items: &[(&RestorationProblem, &AlgorithmConfig)],
     max_batch: usize,
 ) -> Result<Vec<Restoration>> {
+    restore_all_with_progress(den, items, max_batch, &mut |_| {})
+}
+
+/// [`restore_all`], calling `batch_done(n)` after each batch with the number `n` of problems
+/// it restored (for progress bars).
+pub fn restore_all_with_progress(
+    den: &GradientStepDenoiser,
+    items: &[(&RestorationProblem, &AlgorithmConfig)],
+    max_batch: usize,
+    batch_done: &mut dyn FnMut(usize),
+) -> Result<Vec<Restoration>> {
     let mut groups: BTreeMap<(Vec<i64>, &'static str, &'static str), Vec<usize>> = BTreeMap::new();
     for (i, (p, c)) in items.iter().enumerate() {
         groups
@@ -227,6 +238,7 @@ pub fn restore_all(
             for (i, r) in chunk.iter().zip(restore_batch(den, &ps, &cs)?) {
                 out[*i] = Some(r);
             }
+            batch_done(chunk.len());
         }
     }
     out.into_iter()

@@ -1,14 +1,22 @@
-//! `gradstep sweep merge`: all records of a sweep as one CSV, one Markdown table, and figures.
+//! `gradstep sweep merge`: all records of a sweep as one CSV, one Markdown table, figures and
+//! `report.html` (the table and the figures in one page, [`crate::report`]).
 //!
-//! The Markdown table is written by hand (a header, a separator and one row per point: no
-//! crate needed); the CSV goes through the `csv` crate for its quoting rules.
+//! Rows are sorted by the grid's parameters ([`grid_order`]): named values (algorithm,
+//! checkpoint, image set, kernel) in the order the config lists them, numbers ascending, the
+//! reference default (no value) first. The Markdown table is written by hand (a header, a
+//! separator and one row per point: no crate needed); the CSV goes through the `csv` crate for
+//! its quoting rules.
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::report::{Picture, Report, Table, REPORT_FILE};
+use crate::sweep::config::Axes;
 use crate::sweep::error::{SweepError, SweepResult};
 use crate::sweep::figures;
+use crate::sweep::grid::Point;
 use crate::sweep::store::{latest_of, BadLine, Outcome, Record, SweepDir};
 
 /// One row of the merged table: the parameters and the mean scores of one point.
@@ -120,8 +128,9 @@ pub struct MergeReport {
     pub skipped: Vec<BadLine>,
 }
 
-/// Merges the records of `dir`: `table.csv`, `table.md` and the figures (`u-curve.png`,
-/// `tau0.png`, `convergence.png` when the records allow them).
+/// Merges the records of `dir`: `table.csv`, `table.md`, the figures (`u-curve.png`,
+/// `tau0.png`, `convergence.png` when the records allow them) and `report.html`; the rows in
+/// [`grid_order`].
 pub fn merge(dir: &SweepDir) -> SweepResult<MergeReport> {
     let grid = dir.read_grid()?;
     let (records, skipped) = dir.read_all()?;
@@ -131,12 +140,13 @@ pub fn merge(dir: &SweepDir) -> SweepResult<MergeReport> {
     }
     let latest = latest_of(records.iter().cloned());
     let in_grid: std::collections::BTreeSet<&str> = grid.ids.iter().map(String::as_str).collect();
-    let rows: Vec<(Row, &Record)> = grid
+    let mut rows: Vec<(Row, &Record)> = grid
         .ids
         .iter()
         .filter_map(|id| latest.get(id))
         .map(|r| (Row::of(r), r))
         .collect();
+    rows.sort_by(|a, b| grid_order(&grid.config.axes, &a.1.params, &b.1.params));
     let mut files = Vec::new();
     let csv_path = dir.path().join("table.csv");
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -161,7 +171,13 @@ pub fn merge(dir: &SweepDir) -> SweepResult<MergeReport> {
         .map(|(_, r)| *r)
         .filter(|r| r.is_done())
         .collect();
-    files.extend(figures::draw_all(dir.path(), &done)?);
+    let figures = figures::draw_all(dir.path(), &done)?;
+    let report_path = dir.path().join(REPORT_FILE);
+    sweep_report(&grid.config.description, &rows_only, &figures)?
+        .write(&report_path)
+        .map_err(|e| SweepError::Invalid(e.to_string()))?;
+    files.extend(figures);
+    files.push(report_path);
     Ok(MergeReport {
         grid: grid.ids.len(),
         done: rows.iter().filter(|(_, r)| r.is_done()).count(),
@@ -191,8 +207,49 @@ fn write(path: &std::path::Path, bytes: &[u8]) -> SweepResult<()> {
     gradstep_model::write_atomic(path, bytes).map_err(|e| SweepError::Invalid(e.to_string()))
 }
 
-/// The Markdown table of `rows` (columns without any value are left out).
-pub fn markdown(description: &str, rows: &[Row]) -> String {
+/// The order of rows in the merged tables: by algorithm, checkpoint, image set, `ν`, kernel,
+/// `s`, `σ_den`, `λ`, `τ₀`, `α`, in this priority. Named values compare by their position in
+/// the config's axis (so `levin:2` comes before `levin:10`), numbers ascending; `None` (the
+/// reference default) first.
+pub fn grid_order(axes: &Axes, a: &Point, b: &Point) -> Ordering {
+    fn position<T: PartialEq>(axis: Option<&[T]>, v: &T) -> usize {
+        axis.and_then(|axis| axis.iter().position(|x| x == v))
+            .unwrap_or(usize::MAX)
+    }
+    fn number(a: Option<f64>, b: Option<f64>) -> Ordering {
+        match (a, b) {
+            (Some(a), Some(b)) => a.total_cmp(&b),
+            (a, b) => a.is_some().cmp(&b.is_some()),
+        }
+    }
+    let kernel = |p: &Point| {
+        p.kernel
+            .as_ref()
+            .map_or(0, |k| 1 + position(axes.kernel.as_deref(), k))
+    };
+    position(Some(&axes.algorithm), &a.algorithm)
+        .cmp(&position(Some(&axes.algorithm), &b.algorithm))
+        .then_with(|| {
+            position(Some(&axes.checkpoint), &a.checkpoint)
+                .cmp(&position(Some(&axes.checkpoint), &b.checkpoint))
+        })
+        .then_with(|| {
+            position(Some(&axes.image_set), &a.image_set)
+                .cmp(&position(Some(&axes.image_set), &b.image_set))
+        })
+        .then_with(|| a.noise.total_cmp(&b.noise))
+        .then_with(|| kernel(a).cmp(&kernel(b)))
+        .then_with(|| a.scale.cmp(&b.scale))
+        .then_with(|| number(a.sigma_den_255(), b.sigma_den_255()))
+        .then_with(|| number(a.lambda, b.lambda))
+        .then_with(|| number(a.tau0, b.tau0))
+        .then_with(|| number(a.alpha, b.alpha))
+}
+
+/// The cells of the merged table of `rows`: the parameter columns that have a value in some
+/// row, then PSNR, SSIM, iterations, seconds and status. Plain text (Markdown and HTML escape
+/// it their own way).
+fn table(rows: &[Row]) -> Table {
     let opt = |v: Option<f64>, digits: usize| v.map_or(String::new(), |v| format!("{v:.digits$}"));
     type Column = (&'static str, fn(&Row) -> String);
     let columns: Vec<Column> = vec![
@@ -219,34 +276,74 @@ pub fn markdown(description: &str, rows: &[Row]) -> String {
         .iter()
         .filter(|(_, f)| rows.iter().any(|r| !f(r).is_empty()))
         .collect();
+    let mut header: Vec<String> = used.iter().map(|(h, _)| h.to_string()).collect();
+    header.extend(["PSNR", "SSIM", "iterations", "seconds", "status"].map(String::from));
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut cells: Vec<String> = used.iter().map(|(_, f)| f(r)).collect();
+            let diverged = r.status == "diverged";
+            let metric = |v: Option<f64>, digits: usize| {
+                if diverged {
+                    "diverged".to_string()
+                } else {
+                    opt(v, digits)
+                }
+            };
+            cells.push(metric(r.psnr, 2));
+            cells.push(metric(r.ssim, 4));
+            cells.push(opt(r.iterations, 1));
+            cells.push(format!("{:.1}", r.seconds));
+            cells.push(match r.status {
+                "failed" => format!("failed: {}", r.error),
+                "diverged" => format!("diverged ({} of {} images)", r.diverged, r.images),
+                status => status.to_string(),
+            });
+            cells
+        })
+        .collect();
+    Table {
+        caption: String::new(),
+        header,
+        rows,
+    }
+}
+
+/// The Markdown table of `rows` (columns without any value are left out; `|` in a cell is
+/// escaped).
+pub fn markdown(description: &str, rows: &[Row]) -> String {
+    let t = table(rows);
     let mut out = String::new();
     if !description.is_empty() {
         out.push_str(&format!("{description}\n\n"));
     }
-    let mut header: Vec<&str> = used.iter().map(|(h, _)| *h).collect();
-    header.extend(["PSNR", "SSIM", "iterations", "seconds", "status"]);
-    out.push_str(&format!("| {} |\n", header.join(" | ")));
-    out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
-    for r in rows {
-        let mut cells: Vec<String> = used.iter().map(|(_, f)| f(r)).collect();
-        let diverged = r.status == "diverged";
-        let metric = |v: Option<f64>, digits: usize| {
-            if diverged {
-                "diverged".to_string()
-            } else {
-                opt(v, digits)
-            }
-        };
-        cells.push(metric(r.psnr, 2));
-        cells.push(metric(r.ssim, 4));
-        cells.push(opt(r.iterations, 1));
-        cells.push(format!("{:.1}", r.seconds));
-        cells.push(match r.status {
-            "failed" => format!("failed: {}", r.error.replace('|', "\\|")),
-            "diverged" => format!("diverged ({} of {} images)", r.diverged, r.images),
-            status => status.to_string(),
-        });
+    out.push_str(&format!("| {} |\n", t.header.join(" | ")));
+    out.push_str(&format!("|{}\n", "---|".repeat(t.header.len())));
+    for cells in &t.rows {
+        let cells: Vec<String> = cells.iter().map(|c| c.replace('|', "\\|")).collect();
         out.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     out
+}
+
+/// `report.html` of a merged sweep: the description, the table and the figures (PNG files
+/// among `figures`). Sweeps keep no images, so the page has no thumbnails.
+fn sweep_report(description: &str, rows: &[Row], figures: &[PathBuf]) -> SweepResult<Report> {
+    let mut report = Report::new("sweep");
+    if !description.is_empty() {
+        report.notes.push(description.to_string());
+    }
+    report.tables.push(Table {
+        caption: format!("{} points", rows.len()),
+        ..table(rows)
+    });
+    for f in figures
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+    {
+        report
+            .plots
+            .push(Picture::from_png_file(f).map_err(|e| SweepError::Invalid(e.to_string()))?);
+    }
+    Ok(report)
 }

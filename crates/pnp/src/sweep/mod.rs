@@ -8,7 +8,8 @@
 //!   finished points are skipped, a failing or panicking point is recorded as `failed`;
 //! - [`SweepDir`]: `runs/sweeps/<name>/` (`grid.json`, `records-<I>of<N>.jsonl`; a torn last
 //!   line is moved aside on the shard's next run, bad lines stop a command unless skipped);
-//! - [`merge()`]: `table.csv`, `table.md`, `u-curve.png`, `tau0.png`, `convergence.png`.
+//! - [`merge()`]: `table.csv`, `table.md`, `u-curve.png`, `tau0.png`, `convergence.png`,
+//!   `report.html`, rows sorted by the grid's parameters ([`grid_order`]).
 //!
 //! ```no_run
 //! use gradstep_pnp::sweep::{run_shard, PnpRunner, Shard, SweepConfig, SweepDir};
@@ -33,7 +34,7 @@ pub use config::{Algorithm, Axes, ImageSet, KernelName, Settings, SigmaDen, Swee
 pub use engine::{run_point, run_shard, PointResult, PointRunner, RunSummary};
 pub use error::{SweepError, SweepResult};
 pub use grid::{expand, GridPoint, Point, Shard};
-pub use merge::{markdown, merge, MergeReport, Row};
+pub use merge::{grid_order, markdown, merge, MergeReport, Row};
 pub use runner::{algorithm_config, load_set, PnpRunner};
 pub use store::{BadLine, Curve, GridFile, ImageScore, Outcome, Record, SweepDir};
 

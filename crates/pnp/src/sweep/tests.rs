@@ -686,3 +686,84 @@ fn a_bad_middle_line_stops_merge_with_file_and_line_unless_skipped() {
         (4, 0, 1)
     );
 }
+
+#[test]
+fn merged_tables_follow_the_grid_order_and_the_report_holds_table_and_figures() {
+    let dir = temp_dir("order");
+    // Kernels listed gaussian-last on purpose: named values keep the config's order.
+    let c = load(&dir, &config_json(&dir, "")).unwrap();
+    let sweep = SweepDir::new(&dir.join("runs"), "o").unwrap();
+    run_shard(
+        &c,
+        &sweep,
+        Shard::ALL,
+        &mut FakeRunner { calls: 0 },
+        &mut |_| {},
+    )
+    .unwrap();
+    let report = merge(&sweep).unwrap();
+    let csv = std::fs::read_to_string(sweep.path().join("table.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (noise, kernel, sigma) = (col("noise"), col("kernel"), col("sigma_den"));
+    let keys: Vec<(String, String, String)> = reader
+        .records()
+        .map(|r| {
+            let r = r.unwrap();
+            (r[noise].into(), r[kernel].into(), r[sigma].into())
+        })
+        .collect();
+    let expected: Vec<(String, String, String)> = [
+        ("2.55", "uniform", "2.55"),
+        ("2.55", "uniform", "5.1"),
+        ("2.55", "uniform", "10.0"),
+        ("2.55", "gaussian", "2.55"),
+        ("2.55", "gaussian", "5.1"),
+        ("2.55", "gaussian", "10.0"),
+        ("7.65", "uniform", "7.65"),
+        ("7.65", "uniform", "10.0"),
+        ("7.65", "uniform", "15.3"),
+        ("7.65", "gaussian", "7.65"),
+        ("7.65", "gaussian", "10.0"),
+        ("7.65", "gaussian", "15.3"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(keys, expected, "{csv}");
+    // table.md lists the same rows in the same order (ν and σ_den columns).
+    let md = std::fs::read_to_string(sweep.path().join("table.md")).unwrap();
+    let md_rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).skip(1).collect();
+    assert_eq!(md_rows.len(), 12);
+    for (line, (_, k, _)) in md_rows.iter().zip(&expected) {
+        assert!(line.contains(&format!("| {k} |")), "{md}");
+    }
+    // report.html: valid HTML, the 12 rows, and every figure embedded as a decodable PNG.
+    let path = sweep.path().join(crate::report::REPORT_FILE);
+    assert!(report.files.contains(&path));
+    let html = scraper::Html::parse_document(&std::fs::read_to_string(&path).unwrap());
+    assert!(html.errors.is_empty(), "{:?}", html.errors);
+    let tr = scraper::Selector::parse("tbody tr").unwrap();
+    assert_eq!(html.select(&tr).count(), 12);
+    let img = scraper::Selector::parse("img").unwrap();
+    let pngs: Vec<_> = html
+        .select(&img)
+        .map(|e| {
+            let src = e.value().attr("src").unwrap();
+            let b64 = src.strip_prefix("data:image/png;base64,").unwrap();
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap();
+            image::load_from_memory(&bytes).unwrap()
+        })
+        .collect();
+    let figures = report
+        .files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "png"))
+        .count();
+    assert!(figures >= 2, "{:?}", report.files);
+    assert_eq!(pngs.len(), figures);
+}
