@@ -38,8 +38,9 @@ pub mod sweep;
 mod task;
 
 pub use algorithms::{
-    restore, restore_all, restore_all_with_progress, restore_batch, AlgorithmConfig, GsOutput, GsPgdConfig, HqsConfig,
-    Monotonicity, Overrides, ProxConfig, Restoration, SigmaWarmup, StopReason,
+    restore, restore_all, restore_all_with_progress, restore_batch, AlgorithmConfig, GsOutput,
+    GsPgdConfig, HqsConfig, Monotonicity, Overrides, ProxConfig, Restoration, SigmaWarmup,
+    StopReason,
 };
 pub use error::{PnpError, Result};
 pub use kernels::{Kernel, KernelSpec};

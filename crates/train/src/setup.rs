@@ -116,11 +116,10 @@ impl<'a> Run<'a> {
         }
         // Before any long operation (reading a checkpoint, building the decode cache).
         let signals = StopSignals::install()?;
-        let config_json = serde_json::to_value(cfg)
-            .map_err(|source| TrainError::Serialise {
-                what: "the config",
-                source,
-            })?;
+        let config_json = serde_json::to_value(cfg).map_err(|source| TrainError::Serialise {
+            what: "the config",
+            source,
+        })?;
         // Rank 0 restores first (it renames damaged checkpoints aside), then the others read
         // the same newest intact one.
         if let (Some(r), true) = (ranks.as_deref_mut(), !writes && opts.resume) {
@@ -246,12 +245,11 @@ fn model_and_state(
     tch::manual_seed(cfg.seed as i64);
     let mut net = Drunet::new(&cfg.model, device)?;
     net.set_memory_format(cfg.performance.memory_format)?;
-    let mut denoiser =
-        GradientStepDenoiser::new(net)
-            .with_method(cfg.performance.grad_method)
-            // The denoiser owns the precision: its passes open their own autocast regions
-            // (the step's region around the loss nests outside them).
-            .with_precision(cfg.performance.precision);
+    let mut denoiser = GradientStepDenoiser::new(net)
+        .with_method(cfg.performance.grad_method)
+        // The denoiser owns the precision: its passes open their own autocast regions
+        // (the step's region around the loss nests outside them).
+        .with_precision(cfg.performance.precision);
     let params = denoiser
         .network()
         .var_store()

@@ -727,7 +727,10 @@ fn mean_columns(rows: &[&Row]) -> [String; 4] {
     [
         psnr,
         common::ssim_text(mean(ssims)),
-        format!("{:.0}", mean_or_nan(scored.iter().map(|r| r.iterations as f64))),
+        format!(
+            "{:.0}",
+            mean_or_nan(scored.iter().map(|r| r.iterations as f64))
+        ),
         format!("{:.2}", mean_or_nan(scored.iter().map(|r| r.seconds))),
     ]
 }
@@ -842,9 +845,7 @@ fn denoise_table(
                     }
                     given[index].shallow_clone()
                 }
-                None => {
-                    add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?
-                }
+                None => add_noise(img, &[s / 255.0], &mut seeded(seed as u64, 0))?,
             };
             let sigma = Sigma::Scalar(s / 255.0);
             let d = den

@@ -687,7 +687,9 @@ fn report(
     match truth {
         _ if r.stop == gradstep_pnp::StopReason::Diverged => {
             // Not scored: the image is the last finite iterate before the run blew up.
-            say("restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)".into());
+            say(
+                "restored: diverged (no PSNR/SSIM; restored.png is the last finite iterate)".into(),
+            );
         }
         None => say(
             "restored: no reference, so no PSNR/SSIM (give --reference X.png to score it)".into(),
