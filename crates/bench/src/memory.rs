@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use gradstep_data::noise::{add_noise, seeded};
 use gradstep_data::{load_image, metrics};
 use gradstep_model::tiling::{floor_to_tile_multiple, too_large_reason};
 use gradstep_model::{
@@ -227,15 +228,9 @@ fn default_image() -> Option<PathBuf> {
     let shared = std::env::var_os("GRADSTEP_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("../shared"));
-    let mut cbsd: Vec<PathBuf> = std::fs::read_dir(shared.join("data/CBSD68"))
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    cbsd.sort();
-    cbsd.into_iter()
-        .next()
+    gradstep_data::dataset::list_images(&shared.join("data/CBSD68"))
+        .ok()
+        .and_then(|files| files.into_iter().next())
         .or_else(|| Some(PathBuf::from("datasets/samples/test/coffee.png")).filter(|p| p.exists()))
 }
 
@@ -389,13 +384,9 @@ pub fn run(a: &MemoryOptions, device: Device) -> Result<()> {
         Some(p) => p.display().to_string(),
         None => "a random image".into(),
     };
-    tch::manual_seed(5);
     let level = 25.0 / 255.0;
-    let noisy_of = |clean: &Tensor| -> Result<Tensor> {
-        let noise =
-            Tensor::f_randn(clean.size(), (Kind::Float, Device::Cpu))?.f_to_device(device)?;
-        Ok(clean.f_add(&noise.f_mul_scalar(level)?)?)
-    };
+    let noisy_of =
+        |clean: &Tensor| -> Result<Tensor> { Ok(add_noise(clean, &[level], &mut seeded(5, 0))?) };
     // A margin below the limit: the images themselves and the comparison's second result
     // also take memory.
     let side = if capped {

@@ -76,22 +76,8 @@ pub fn run(a: &PnpOptions, device: Device) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from("../shared"))
             .join("data/CBSD10")
     });
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(|source| BenchError::Io {
-            path: dir.clone(),
-            source,
-        })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    files.sort();
+    let mut files = gradstep_data::dataset::list_images(&dir)?;
     files.truncate(a.count);
-    if files.is_empty() {
-        return Err(BenchError::Options(format!(
-            "{}: no PNG images",
-            dir.display()
-        )));
-    }
     let nu = 7.65;
     let kernel = Kernel::uniform(9)?;
     let problems: Vec<RestorationProblem> = files

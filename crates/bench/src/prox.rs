@@ -7,6 +7,7 @@
 //! + μ · mean_b penalty_b`, backward, clipping, Adam: the anchor's `prox` mode, done our way.
 use std::path::PathBuf;
 
+use gradstep_data::noise::{add_noise, seeded};
 use gradstep_model::{Activation, Drunet, GradientStepDenoiser, Graph, MemoryFormat, Sigma};
 use gradstep_train::prox::{hessian_norms_at, ProxPenaltyConfig, SpectralEstimator};
 use gradstep_train::{Adam, AdamConfig};
@@ -81,8 +82,7 @@ pub fn run(a: &ProxOptions, device: Device) -> Result<()> {
     lanczos.validate()?;
 
     // Accuracy first, on one fixed batch and the initial weights.
-    tch::manual_seed(1);
-    let y = clean.f_add(&clean.f_randn_like()?.f_mul_scalar(sigma)?)?;
+    let y = add_noise(&clean, &[sigma], &mut seeded(1, 0))?;
     let at = den.gradient_at(&y, &Sigma::Scalar(sigma))?;
     let start = y.f_rand_like()?;
     let np = hessian_norms_at(&at, &power, Graph::Inference, Some(&start))?;
