@@ -10,6 +10,8 @@
 mod cuda_include;
 #[path = "../../build-support/link_libtorch.rs"]
 mod link_libtorch;
+#[path = "../../build-support/torch_shim.rs"]
+mod torch_shim;
 
 use std::path::Path;
 
@@ -24,16 +26,9 @@ fn main() {
     let torch = lib.parent().expect("libtorch's lib/ has a parent");
     let cuda = lib.join("libtorch_cuda.so").exists();
     let nccl_headers = cuda_include::cuda_include_dir(lib).zip(cuda_include::nccl_include_dir(lib));
-    let mut build = cc::Build::new();
+    let mut build = torch_shim::shim_build(torch);
     build
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(torch.join("include"))
-        .include(torch.join("include/torch/csrc/api/include"))
         .include("third_party/gloo")
-        .flag("-std=c++17")
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .define("USE_C10D_GLOO", None)
         .file("csrc/dist_ext.cpp");
     match (cuda, nccl_headers) {

@@ -4,6 +4,8 @@
 mod cuda_include;
 #[path = "../../build-support/link_libtorch.rs"]
 mod link_libtorch;
+#[path = "../../build-support/torch_shim.rs"]
+mod torch_shim;
 
 use std::path::Path;
 
@@ -32,16 +34,8 @@ fn main() {
     ];
     let missing: Vec<_> = needed.iter().filter(|p| !p.exists()).collect();
     let graphs = missing.is_empty();
-    let mut build = cc::Build::new();
-    build
-        .cpp(true)
-        .pic(true)
-        .warnings(false)
-        .include(torch.join("include"))
-        .include(torch.join("include/torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .file("csrc/cuda_ext.cpp");
+    let mut build = torch_shim::shim_build(torch);
+    build.file("csrc/cuda_ext.cpp");
     if graphs {
         build
             .include(&cuda_include)

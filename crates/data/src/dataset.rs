@@ -28,28 +28,41 @@ pub struct ImageFile {
 
 /// Whether `path` has one of [`IMAGE_EXTENSIONS`].
 pub fn is_image_path(path: &Path) -> bool {
+    has_extension(path, &IMAGE_EXTENSIONS)
+}
+
+/// Whether `path`'s extension is one of `extensions` (lower case; the file's in any case).
+fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 /// The image files directly in `dir` (not in its sub-folders), sorted by path: the one
 /// listing of a folder of test images (`eval`, `lipschitz`, the benchmarks). A folder that
 /// cannot be read, or that holds no image, is an error naming it.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| DataError::file(dir, format!("cannot read the image folder: {e}")))?;
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_image_path(p))
-        .collect();
-    files.sort();
+    let files = list_files(dir, &IMAGE_EXTENSIONS)?;
     if files.is_empty() {
         return Err(DataError::file(
             dir,
             format!("no image ({}) in this folder", IMAGE_EXTENSIONS.join(", ")),
         ));
     }
+    Ok(files)
+}
+
+/// The files directly in `dir` whose extension is one of `extensions` (lower case; matched
+/// in any case), sorted by path; possibly none. A folder that cannot be read is an error
+/// naming it. [`list_images`] is this with the image extensions and at least one file.
+pub fn list_files(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| DataError::file(dir, format!("cannot read the image folder: {e}")))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| has_extension(p, extensions))
+        .collect();
+    files.sort();
     Ok(files)
 }
 

@@ -105,26 +105,10 @@ impl Row {
     }
 }
 
-/// The files of `dir` with one of `extensions` (any case), sorted: the observations may be
-/// `.npy` as well as images, so this is not [`gradstep_data::dataset::list_images`].
-fn listed(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| extensions.contains(&e.to_ascii_lowercase().as_str()))
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// The files of `dir` by stem; two files of one stem (`a.png`, `a.npy`) are refused.
 fn by_stem(dir: &Path, extensions: &[&str]) -> anyhow::Result<Vec<(String, PathBuf)>> {
     let mut out: Vec<(String, PathBuf)> = Vec::new();
-    for p in listed(dir, extensions)? {
+    for p in gradstep_data::dataset::list_files(dir, extensions)? {
         let stem = p
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
